@@ -1,0 +1,37 @@
+GO ?= go
+CADDY := bin/caddy
+# apt-get as root, else through sudo when there is one.
+APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
+
+.PHONY: test deps build run vet fuzz
+
+## test: install PostgreSQL and Redis if missing, then vet and run every test with -race
+test: deps vet
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+## deps: the test suites start their own PostgreSQL and Redis from these binaries
+deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+		echo "installing PostgreSQL server binaries"; \
+		$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq postgresql; \
+	fi
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+		echo "installing redis-server"; \
+		$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq redis-server; \
+	fi
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+## build: Caddy with the standard modules and sse_relay, as xcaddy would build it
+build:
+	$(GO) build -o $(CADDY) ./cmd/caddy
+
+## run: the example site on http://localhost:8080 with the memory broker and a demo page
+run: build
+	SSE_RELAY_PUBLISH_KEY=$${SSE_RELAY_PUBLISH_KEY:-dev-publish-key} $(CADDY) run --config Caddyfile.example --adapter caddyfile
+
+## fuzz: a minute of fuzzing the payload decoder and frame encoder
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeEncode -fuzztime 60s ./hub/

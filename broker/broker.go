@@ -1,0 +1,265 @@
+// Package broker holds the one long-lived connection per broker URL that
+// listens to a changing set of channels and publishes. Open picks the kind
+// by URL scheme: postgres://, postgresql://, redis://, rediss:// or memory://.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Sink receives what the broker reads. The broker's reader calls it from
+// one goroutine; it must not block.
+type Sink interface {
+	Deliver(channel string, payload []byte)
+	Reset(channels []string, reason string)
+}
+
+// Limits are what a broker can carry.
+type Limits struct {
+	MaxPayload int // bytes
+	MaxChannel int // bytes of a channel name
+}
+
+// Broker is one connection that listens and publishes.
+type Broker interface {
+	// Start begins the connection's life; events go to sink.
+	Start(sink Sink)
+	// Listen and Unlisten return at once: the broker's own goroutine does
+	// the I/O. Listen's channel closes once the channel is listened to, or
+	// once the broker knows it cannot be soon (it is down).
+	Listen(channel string) <-chan struct{}
+	Unlisten(channel string)
+	// Publish sends payload on channel to every node.
+	Publish(ctx context.Context, channel string, payload []byte) error
+	Limits() Limits
+	// Connected reports whether the connection is up now.
+	Connected() bool
+	Close() error
+}
+
+// Errors a publisher can act on.
+var (
+	// ErrUnavailable means the broker is not connected now; try later.
+	ErrUnavailable = errors.New("broker unavailable")
+	// ErrRejected means the broker refused this channel or payload.
+	ErrRejected = errors.New("broker rejected the message")
+	// ErrClosed means the broker was closed.
+	ErrClosed = errors.New("broker closed")
+)
+
+// Open returns a broker for rawURL, not yet started.
+func Open(rawURL string, logger *zap.Logger) (Broker, error) {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("broker URL: %w", err)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "postgres", "postgresql":
+		return newPostgres(rawURL, logger)
+	case "redis", "rediss":
+		return newRedis(rawURL, logger)
+	case "memory":
+		return newMemory(), nil
+	default:
+		return nil, fmt.Errorf("broker URL %q: scheme must be postgres, postgresql, redis, rediss or memory", Redact(rawURL))
+	}
+}
+
+// Redact hides the password of a broker URL, for logs and errors.
+func Redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// wantSet is the set of channels that should be listened to, kept by
+// Listen/Unlisten callers and read by the goroutine that owns the connection.
+type wantSet struct {
+	mu    sync.Mutex
+	want  map[string]chan struct{} // channel -> closed once active
+	dirty bool
+	wake  chan struct{}
+}
+
+func newWantSet() *wantSet {
+	return &wantSet{want: make(map[string]chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+func (w *wantSet) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *wantSet) listen(ch string, up bool) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ready, ok := w.want[ch]
+	if ok {
+		return ready
+	}
+	ready = make(chan struct{})
+	if !up {
+		// Nobody should wait for a connection that is down.
+		close(ready)
+	}
+	w.want[ch] = ready
+	w.dirty = true
+	w.signal()
+	return ready
+}
+
+func (w *wantSet) unlisten(ch string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.want[ch]; ok {
+		delete(w.want, ch)
+		w.dirty = true
+		w.signal()
+	}
+}
+
+// diff returns what to listen to and what to stop listening to, given what
+// the connection listens to now. ok is false when nothing changed.
+func (w *wantSet) diff(have map[string]bool) (add, remove []string, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.dirty {
+		return nil, nil, false
+	}
+	w.dirty = false
+	for ch := range w.want {
+		if !have[ch] {
+			add = append(add, ch)
+		}
+	}
+	for ch := range have {
+		if _, ok := w.want[ch]; !ok {
+			remove = append(remove, ch)
+		}
+	}
+	return add, remove, true
+}
+
+// markActive closes the ready channel of ch.
+func (w *wantSet) markActive(ch string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ready, ok := w.want[ch]; ok {
+		closeOnce(ready)
+	}
+}
+
+// releaseAll closes every ready channel (the broker is down and waiting
+// helps nobody) and marks the set dirty so a new connection listens again.
+func (w *wantSet) releaseAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ready := range w.want {
+		closeOnce(ready)
+	}
+	w.dirty = true
+}
+
+func (w *wantSet) channels() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.want))
+	for ch := range w.want {
+		out = append(out, ch)
+	}
+	return out
+}
+
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
+}
+
+// backoff is capped exponential backoff with full jitter.
+type backoff struct {
+	min, max time.Duration
+	next     time.Duration
+}
+
+func (b *backoff) reset() { b.next = 0 }
+
+func (b *backoff) delay() time.Duration {
+	if b.next == 0 {
+		b.next = b.min
+	}
+	d := b.next/2 + rand.N(b.next/2+1)
+	b.next = min(b.next*2, b.max)
+	return d
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// outage logs a connection's loss once and its recovery with its length.
+type outage struct {
+	logger *zap.Logger
+	mu     sync.Mutex
+	since  time.Time
+	up     bool
+	count  int
+}
+
+func (o *outage) connected() (wasDown bool, downFor time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.up {
+		return false, 0
+	}
+	o.up = true
+	if o.since.IsZero() {
+		return false, 0
+	}
+	return true, time.Since(o.since)
+}
+
+func (o *outage) lost(err error) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.up && !o.since.IsZero() {
+		return false
+	}
+	o.up = false
+	o.since = time.Now()
+	o.count++
+	o.logger.Warn("broker connection lost; reconnecting", zap.Error(err))
+	return true
+}
+
+func (o *outage) isUp() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.up
+}

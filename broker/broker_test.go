@@ -1,0 +1,274 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
+)
+
+var servers *testsrv.Servers
+
+func TestMain(m *testing.M) {
+	var err error
+	servers, err = testsrv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test servers:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	servers.Stop()
+	os.Exit(code)
+}
+
+// recorder is a Sink that keeps what it got.
+type recorder struct {
+	mu     sync.Mutex
+	got    []string // "channel payload"
+	resets []string
+	notify chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1000)} }
+
+func (r *recorder) Deliver(ch string, payload []byte) {
+	r.mu.Lock()
+	r.got = append(r.got, ch+" "+string(payload))
+	r.mu.Unlock()
+	r.notify <- struct{}{}
+}
+
+func (r *recorder) Reset(chs []string, reason string) {
+	r.mu.Lock()
+	r.resets = append(r.resets, chs...)
+	r.mu.Unlock()
+	r.notify <- struct{}{}
+}
+
+func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		r.mu.Lock()
+		ok := cond()
+		r.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-r.notify:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			t.Fatalf("timed out waiting for %s; got %q resets %q", what, r.got, r.resets)
+		}
+	}
+}
+
+func (r *recorder) has(item string) bool {
+	for _, g := range r.got {
+		if g == item {
+			return true
+		}
+	}
+	return false
+}
+
+func waitReady(t *testing.T, c <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-c:
+	case <-time.After(20 * time.Second):
+		t.Fatal("listen never became ready")
+	}
+}
+
+func open(t *testing.T, url string) (Broker, *recorder) {
+	t.Helper()
+	b, err := Open(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	b.Start(rec)
+	t.Cleanup(func() { _ = b.Close() })
+	deadline := time.Now().Add(20 * time.Second)
+	for !b.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("broker never connected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return b, rec
+}
+
+func pgExec(t *testing.T, sql string, args ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, servers.PG.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func pgCount(t *testing.T, sql string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, servers.PG.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, sql).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func TestOpenRejectsUnknownScheme(t *testing.T) {
+	for _, u := range []string{"mysql://x", "nats://localhost", "::bad"} {
+		if _, err := Open(u, nil); err == nil {
+			t.Errorf("Open(%q) succeeded", u)
+		}
+	}
+}
+
+func TestRedactHidesPassword(t *testing.T) {
+	got := Redact("postgres://relay:s3cret@db/app")
+	if got != "postgres://relay:xxxxx@db/app" {
+		t.Fatalf("Redact = %q", got)
+	}
+}
+
+func TestPostgresListenNotifyAndFold(t *testing.T) {
+	b, rec := open(t, servers.PG.URL())
+	waitReady(t, b.Listen("Orders"))
+	waitReady(t, b.Listen("plain"))
+
+	pgExec(t, `SELECT pg_notify($1, $2)`, "Orders", "exact")
+	pgExec(t, `NOTIFY Orders, 'folded'`) // the seeds' unquoted form arrives as "orders"
+	pgExec(t, `SELECT pg_notify('plain', 'p1')`)
+	rec.waitFor(t, "three notifications", func() bool {
+		return rec.has("Orders exact") && rec.has("Orders folded") && rec.has("plain p1")
+	})
+
+	if n := pgCount(t, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'caddy-sse-relay'`); n != 1 {
+		t.Fatalf("relay connections = %d, want 1", n)
+	}
+
+	if err := b.Publish(context.Background(), "Orders", []byte("via publish")); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "published", func() bool { return rec.has("Orders via publish") })
+}
+
+func TestPostgresChannelNameIsNeverSQL(t *testing.T) {
+	b, rec := open(t, servers.PG.URL())
+	pgExec(t, `CREATE TABLE IF NOT EXISTS victims (id int)`)
+	evil := `x"; DROP TABLE victims; --`
+	waitReady(t, b.Listen(evil))
+	if err := b.Publish(context.Background(), evil, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "evil channel event", func() bool { return rec.has(evil + " hi") })
+	if n := pgCount(t, `SELECT count(*) FROM pg_tables WHERE tablename = 'victims'`); n != 1 {
+		t.Fatal("the victims table is gone")
+	}
+}
+
+func TestPostgresRejectsOversizePayload(t *testing.T) {
+	b, _ := open(t, servers.PG.URL())
+	big := make([]byte, 9000)
+	for i := range big {
+		big[i] = 'a'
+	}
+	if err := b.Publish(context.Background(), "c", big); err == nil {
+		t.Fatal("oversize NOTIFY succeeded")
+	}
+	// The connection survives a refused publish.
+	if err := b.Publish(context.Background(), "c", []byte("small")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPostgresReconnectsAfterTerminate(t *testing.T) {
+	b, rec := open(t, servers.PG.URL())
+	waitReady(t, b.Listen("fault"))
+	pgExec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'caddy-sse-relay'`)
+	rec.waitFor(t, "reset after reconnect", func() bool { return len(rec.resets) > 0 })
+	pgExec(t, `SELECT pg_notify('fault', 'after')`)
+	rec.waitFor(t, "event after reconnect", func() bool { return rec.has("fault after") })
+}
+
+func TestRedisSubscribePublish(t *testing.T) {
+	b, rec := open(t, servers.Redis.URL())
+	waitReady(t, b.Listen("news"))
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis.Port)})
+	defer rc.Close()
+	ctx := context.Background()
+	if err := rc.Publish(ctx, "news", "n1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, "news", []byte("n2")); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "two messages", func() bool { return rec.has("news n1") && rec.has("news n2") })
+	n, err := rc.PubSubNumSub(ctx, "news").Result()
+	if err != nil || n["news"] != 1 {
+		t.Fatalf("NUMSUB = %v, %v", n, err)
+	}
+	b.Unlisten("news")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, _ := rc.PubSubNumSub(ctx, "news").Result()
+		if n["news"] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("still subscribed after Unlisten")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRedisReconnectsAfterRestart(t *testing.T) {
+	b, rec := open(t, servers.Redis.URL())
+	waitReady(t, b.Listen("fault"))
+	if err := servers.Redis.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := servers.Redis.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "reset after reconnect", func() bool { return len(rec.resets) > 0 })
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis.Port)})
+	defer rc.Close()
+	if err := rc.Publish(context.Background(), "fault", "after").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "event after reconnect", func() bool { return rec.has("fault after") })
+}
+
+func TestMemoryPublishDelivers(t *testing.T) {
+	b, rec := open(t, "memory://")
+	waitReady(t, b.Listen("m"))
+	if err := b.Publish(context.Background(), "m", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "memory event", func() bool { return rec.has("m x") })
+}

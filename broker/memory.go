@@ -1,0 +1,61 @@
+package broker
+
+import (
+	"context"
+	"sync"
+)
+
+// Memory limits match Redis's, so a config moves between them unchanged.
+const (
+	MemoryMaxPayload = RedisMaxPayload
+	MemoryMaxChannel = RedisMaxChannel
+)
+
+// memory is the in-process broker: publishing delivers straight to the
+// hub of this process. Useful for one node and for development.
+type memory struct {
+	mu     sync.RWMutex
+	sink   Sink
+	closed bool
+}
+
+func newMemory() *memory { return &memory{} }
+
+func (m *memory) Start(sink Sink) {
+	m.mu.Lock()
+	m.sink = sink
+	m.mu.Unlock()
+}
+
+func (m *memory) Listen(string) <-chan struct{} { return ready }
+
+func (m *memory) Unlisten(string) {}
+
+func (m *memory) Limits() Limits {
+	return Limits{MaxPayload: MemoryMaxPayload, MaxChannel: MemoryMaxChannel}
+}
+
+func (m *memory) Connected() bool { return true }
+
+func (m *memory) Publish(_ context.Context, ch string, payload []byte) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed || m.sink == nil {
+		return ErrClosed
+	}
+	m.sink.Deliver(ch, payload)
+	return nil
+}
+
+func (m *memory) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	return nil
+}
+
+var ready = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()

@@ -1,0 +1,322 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+)
+
+// Postgres limits: NOTIFY payloads must be shorter than 8000 bytes and
+// identifiers are at most NAMEDATALEN-1 bytes.
+const (
+	PostgresMaxPayload = 7999
+	PostgresMaxChannel = 63
+)
+
+const (
+	pgPingEvery   = 30 * time.Second
+	pgCallTimeout = 10 * time.Second
+)
+
+// postgres is one pgx connection, owned by the goroutine in run.
+type postgres struct {
+	cfg    *pgx.ConnConfig
+	logger *zap.Logger
+	want   *wantSet
+	out    outage
+	bo     backoff
+
+	mu      sync.Mutex
+	pending []*publishReq
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type publishReq struct {
+	channel string
+	payload []byte
+	result  chan error
+}
+
+func newPostgres(rawURL string, logger *zap.Logger) (*postgres, error) {
+	cfg, err := pgx.ParseConfig(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("postgres broker URL %q: %w", Redact(rawURL), err)
+	}
+	if _, set := cfg.RuntimeParams["application_name"]; !set {
+		cfg.RuntimeParams["application_name"] = "caddy-sse-relay"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &postgres{
+		cfg: cfg, logger: logger, want: newWantSet(),
+		out: outage{logger: logger},
+		bo:  backoff{min: 100 * time.Millisecond, max: 10 * time.Second},
+		ctx: ctx, cancel: cancel, done: make(chan struct{}),
+	}, nil
+}
+
+func (p *postgres) Start(sink Sink) { go p.run(sink) }
+
+func (p *postgres) Listen(ch string) <-chan struct{} { return p.want.listen(ch, p.out.isUp()) }
+
+func (p *postgres) Unlisten(ch string) { p.want.unlisten(ch) }
+
+func (p *postgres) Limits() Limits {
+	return Limits{MaxPayload: PostgresMaxPayload, MaxChannel: PostgresMaxChannel}
+}
+
+func (p *postgres) Connected() bool { return p.out.isUp() }
+
+// Publish runs pg_notify on the broker's own connection, so publishing
+// over HTTP adds no connection.
+func (p *postgres) Publish(ctx context.Context, ch string, payload []byte) error {
+	if !p.out.isUp() {
+		return ErrUnavailable
+	}
+	req := &publishReq{channel: ch, payload: payload, result: make(chan error, 1)}
+	p.mu.Lock()
+	p.pending = append(p.pending, req)
+	p.mu.Unlock()
+	p.want.signal()
+	select {
+	case err := <-req.result:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.done:
+		return ErrClosed
+	}
+}
+
+func (p *postgres) Close() error {
+	p.cancel()
+	<-p.done
+	return nil
+}
+
+func (p *postgres) run(sink Sink) {
+	defer close(p.done)
+	defer p.failPending(ErrClosed)
+	for p.ctx.Err() == nil {
+		conn, err := pgx.ConnectConfig(p.ctx, p.cfg)
+		if err != nil {
+			p.down(err)
+			if !sleep(p.ctx, p.bo.delay()) {
+				return
+			}
+			continue
+		}
+		p.bo.reset()
+		wasDown, d := p.out.connected()
+		if wasDown {
+			p.logger.Warn("broker connection restored", zap.Duration("outage", d))
+		} else {
+			p.logger.Info("broker connected")
+		}
+		err = p.serve(conn, sink, wasDown)
+		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = conn.Close(closeCtx)
+		cancel()
+		if p.ctx.Err() != nil {
+			return
+		}
+		p.down(err)
+	}
+}
+
+func (p *postgres) down(err error) {
+	p.out.lost(err)
+	p.want.releaseAll()
+	p.failPending(ErrUnavailable)
+}
+
+func (p *postgres) failPending(err error) {
+	p.mu.Lock()
+	reqs := p.pending
+	p.pending = nil
+	p.mu.Unlock()
+	for _, r := range reqs {
+		r.result <- err
+	}
+}
+
+// pgListens tracks what one connection listens to. A hub channel C is
+// listened as "C" and, when it differs, as its folded form, because
+// Postgres folds an unquoted NOTIFY Orders to "orders".
+type pgListens struct {
+	have   map[string]bool     // hub channels
+	refs   map[string]int      // Postgres channel -> hub channels using it
+	routes map[string][]string // Postgres channel -> hub channels
+}
+
+func (p *postgres) serve(conn *pgx.Conn, sink Sink, wasDown bool) error {
+	l := pgListens{have: map[string]bool{}, refs: map[string]int{}, routes: map[string][]string{}}
+	for {
+		if err := p.sync(conn, &l); err != nil {
+			return err
+		}
+		if wasDown {
+			// NOTIFY keeps nothing for absent listeners: once listening
+			// again, tell subscribers that events may be missing.
+			wasDown = false
+			sink.Reset(keys(l.have), "broker-reconnect")
+		}
+		if err := p.publishPending(conn); err != nil {
+			return err
+		}
+		n, err := p.wait(conn)
+		if err != nil {
+			return err
+		}
+		if n != nil {
+			for _, ch := range l.routes[n.Channel] {
+				sink.Deliver(ch, []byte(n.Payload))
+			}
+		}
+	}
+}
+
+// wait returns the next notification, or nil when woken for other work.
+func (p *postgres) wait(conn *pgx.Conn) (*pgconn.Notification, error) {
+	ctx, cancel := context.WithTimeout(p.ctx, pgPingEvery)
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-p.want.wake:
+			cancel()
+		case <-stop:
+		}
+	}()
+	n, err := conn.WaitForNotification(ctx)
+	if err == nil {
+		return n, nil
+	}
+	if p.ctx.Err() != nil {
+		return nil, p.ctx.Err()
+	}
+	if ctx.Err() == nil || conn.IsClosed() {
+		return nil, err
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// Quiet for a while: make sure the connection is still there.
+		pingCtx, cancelPing := context.WithTimeout(p.ctx, pgCallTimeout)
+		defer cancelPing()
+		return nil, conn.Ping(pingCtx)
+	}
+	return nil, nil
+}
+
+func (p *postgres) sync(conn *pgx.Conn, l *pgListens) error {
+	add, remove, changed := p.want.diff(l.have)
+	if !changed {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, pgCallTimeout)
+	defer cancel()
+	for _, ch := range add {
+		for _, name := range pgNames(ch) {
+			if l.refs[name] == 0 {
+				if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{name}.Sanitize()); err != nil {
+					return fmt.Errorf("listen %q: %w", name, err)
+				}
+			}
+			l.refs[name]++
+			l.routes[name] = append(l.routes[name], ch)
+		}
+		l.have[ch] = true
+		p.want.markActive(ch)
+	}
+	for _, ch := range remove {
+		for _, name := range pgNames(ch) {
+			l.routes[name] = without(l.routes[name], ch)
+			if l.refs[name]--; l.refs[name] > 0 {
+				continue
+			}
+			delete(l.refs, name)
+			delete(l.routes, name)
+			if _, err := conn.Exec(ctx, "UNLISTEN "+pgx.Identifier{name}.Sanitize()); err != nil {
+				return fmt.Errorf("unlisten %q: %w", name, err)
+			}
+		}
+		delete(l.have, ch)
+	}
+	return nil
+}
+
+func (p *postgres) publishPending(conn *pgx.Conn) error {
+	p.mu.Lock()
+	reqs := p.pending
+	p.pending = nil
+	p.mu.Unlock()
+	for i, r := range reqs {
+		ctx, cancel := context.WithTimeout(p.ctx, pgCallTimeout)
+		_, err := conn.Exec(ctx, "SELECT pg_notify($1, $2)", r.channel, string(r.payload))
+		cancel()
+		var pgErr *pgconn.PgError
+		switch {
+		case err == nil:
+			r.result <- nil
+		case errors.As(err, &pgErr):
+			r.result <- fmt.Errorf("%w: %s", ErrRejected, pgErr.Message)
+		default:
+			for _, rest := range reqs[i:] {
+				rest.result <- ErrUnavailable
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// pgNames are the Postgres channels that feed hub channel ch: itself, and
+// its ASCII-lowercased form, which is what an unquoted identifier becomes.
+func pgNames(ch string) []string {
+	folded := foldASCII(ch)
+	if folded == ch {
+		return []string{ch}
+	}
+	return []string{ch, folded}
+}
+
+func foldASCII(s string) string {
+	b := []byte(s)
+	changed := false
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+			changed = true
+		}
+	}
+	if !changed {
+		return s
+	}
+	return string(b)
+}
+
+func without(list []string, s string) []string {
+	out := list[:0]
+	for _, x := range list {
+		if x != s {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

@@ -1,0 +1,204 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// Redis limits: Redis itself takes far more, but a relay has no business
+// carrying huge payloads or names; these are the documented caps.
+const (
+	RedisMaxPayload = 64 << 10
+	RedisMaxChannel = 255
+)
+
+const redisPingEvery = 15 * time.Second
+
+// redisBroker keeps one pub/sub connection. Each connection's life is a
+// generation: a reader (run) and one goroutine that issues SUBSCRIBE and
+// UNSUBSCRIBE. A failed connection is closed and replaced, never repaired
+// behind our back, so every outage is seen, logged and reported.
+type redisBroker struct {
+	client *redis.Client
+	logger *zap.Logger
+	want   *wantSet
+	out    outage
+	bo     backoff
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newRedis(rawURL string, logger *zap.Logger) (*redisBroker, error) {
+	opt, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("redis broker URL %q: %w", Redact(rawURL), err)
+	}
+	opt.ClientName = "caddy-sse-relay"
+	// RESP2: pub/sub replies are plain arrays, read only by our reader.
+	opt.Protocol = 2
+	opt.PoolSize = 4
+	ctx, cancel := context.WithCancel(context.Background())
+	return &redisBroker{
+		client: redis.NewClient(opt), logger: logger, want: newWantSet(),
+		out: outage{logger: logger},
+		bo:  backoff{min: 100 * time.Millisecond, max: 10 * time.Second},
+		ctx: ctx, cancel: cancel, done: make(chan struct{}),
+	}, nil
+}
+
+func (r *redisBroker) Start(sink Sink) { go r.run(sink) }
+
+func (r *redisBroker) Listen(ch string) <-chan struct{} { return r.want.listen(ch, r.out.isUp()) }
+
+func (r *redisBroker) Unlisten(ch string) { r.want.unlisten(ch) }
+
+func (r *redisBroker) Limits() Limits {
+	return Limits{MaxPayload: RedisMaxPayload, MaxChannel: RedisMaxChannel}
+}
+
+func (r *redisBroker) Connected() bool { return r.out.isUp() }
+
+// Publish uses the client's small command pool: a subscribed connection
+// cannot publish.
+func (r *redisBroker) Publish(ctx context.Context, ch string, payload []byte) error {
+	if !r.out.isUp() {
+		return ErrUnavailable
+	}
+	if err := r.client.Publish(ctx, ch, payload).Err(); err != nil {
+		var rerr redis.Error
+		if errors.As(err, &rerr) {
+			return fmt.Errorf("%w: %s", ErrRejected, rerr.Error())
+		}
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+func (r *redisBroker) Close() error {
+	r.cancel()
+	<-r.done
+	return r.client.Close()
+}
+
+func (r *redisBroker) run(sink Sink) {
+	defer close(r.done)
+	for r.ctx.Err() == nil {
+		err := r.generation(sink)
+		if r.ctx.Err() != nil {
+			return
+		}
+		r.out.lost(err)
+		r.want.releaseAll()
+		if !sleep(r.ctx, r.bo.delay()) {
+			return
+		}
+	}
+}
+
+// generation serves one connection until it fails.
+func (r *redisBroker) generation(sink Sink) error {
+	ps := r.client.Subscribe(r.ctx)
+	defer ps.Close()
+	// A blocked read does not watch the context; closing the connection
+	// ends it when the broker is closed.
+	stopClose := context.AfterFunc(r.ctx, func() { _ = ps.Close() })
+	defer stopClose()
+	if err := ps.Ping(r.ctx); err != nil {
+		return err
+	}
+	if _, err := ps.ReceiveTimeout(r.ctx, 5*time.Second); err != nil {
+		return err
+	}
+	r.bo.reset()
+	wasDown, d := r.out.connected()
+	if wasDown {
+		r.logger.Warn("broker connection restored", zap.Duration("outage", d))
+	} else {
+		r.logger.Info("broker connected")
+	}
+
+	genCtx, stop := context.WithCancel(r.ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.command(genCtx, ps)
+	}()
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	return r.read(ps, sink, wasDown)
+}
+
+// command issues SUBSCRIBE and UNSUBSCRIBE as the wanted set changes.
+func (r *redisBroker) command(ctx context.Context, ps *redis.PubSub) {
+	have := map[string]bool{}
+	for {
+		if add, remove, ok := r.want.diff(have); ok {
+			if len(add) > 0 {
+				if err := ps.Subscribe(ctx, add...); err != nil {
+					return // the reader sees the broken connection
+				}
+				for _, ch := range add {
+					have[ch] = true
+				}
+			}
+			if len(remove) > 0 {
+				if err := ps.Unsubscribe(ctx, remove...); err != nil {
+					return
+				}
+				for _, ch := range remove {
+					delete(have, ch)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.want.wake:
+		}
+	}
+}
+
+func (r *redisBroker) read(ps *redis.PubSub, sink Sink, wasDown bool) error {
+	pinged := false
+	for {
+		msg, err := ps.ReceiveTimeout(r.ctx, redisPingEvery)
+		if err != nil {
+			var nerr net.Error
+			if !errors.As(err, &nerr) || !nerr.Timeout() || pinged {
+				return err
+			}
+			// Quiet for a while: a ping tells a dead connection from an idle one.
+			if err := ps.Ping(r.ctx); err != nil {
+				return err
+			}
+			pinged = true
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Message:
+			sink.Deliver(m.Channel, []byte(m.Payload))
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				r.want.markActive(m.Channel)
+				if wasDown {
+					// Pub/sub keeps nothing for absent subscribers.
+					sink.Reset([]string{m.Channel}, "broker-reconnect")
+				}
+			}
+		case *redis.Pong:
+			pinged = false
+		}
+	}
+}

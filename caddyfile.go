@@ -1,0 +1,165 @@
+package sserelay
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("sse_relay", parseCaddyfile)
+	// Just before respond (so before reverse_proxy and file_server, and
+	// after forward_auth and encode), so `sse_relay /events/*` beside
+	// `reverse_proxy django:8000` needs no order line.
+	httpcaddyfile.RegisterDirectiveOrder("sse_relay", httpcaddyfile.Before, "respond")
+	httpcaddyfile.RegisterGlobalOption("sse_relay", parseGlobalOption)
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var handler Handler
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return &handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	sse_relay [<matcher>] {
+//		broker              <url>
+//		channels            <template>
+//		allowed_origins     <origin...>
+//		heartbeat           <duration>
+//		retry               <duration>
+//		replay              <count>
+//		linger              <duration>
+//		max_channels        <count>
+//		buffer              <count>
+//		publish_key         <key>
+//		write_timeout       <duration>
+//		reload_close_window <duration>
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		name := d.Val()
+		var err error
+		switch name {
+		case "broker":
+			h.Broker, err = oneArg(d)
+		case "channels":
+			h.Channels, err = oneArg(d)
+		case "publish_key":
+			h.PublishKey, err = oneArg(d)
+		case "allowed_origins":
+			h.AllowedOrigins = d.RemainingArgs()
+			if len(h.AllowedOrigins) == 0 {
+				return d.ArgErr()
+			}
+		case "heartbeat":
+			var v caddy.Duration
+			v, err = durationArg(d)
+			h.Heartbeat = &v
+		case "linger":
+			var v caddy.Duration
+			v, err = durationArg(d)
+			h.Linger = &v
+		case "retry":
+			h.Retry, err = durationArg(d)
+		case "write_timeout":
+			h.WriteTimeout, err = durationArg(d)
+		case "reload_close_window":
+			h.ReloadCloseWindow, err = durationArg(d)
+		case "replay":
+			var n int
+			n, err = countArg(d, 0)
+			h.Replay = &n
+		case "max_channels":
+			h.MaxChannels, err = countArg(d, 1)
+		case "buffer":
+			h.Buffer, err = countArg(d, 1)
+		default:
+			return d.Errf("unknown sse_relay subdirective %q", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
+func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	name := d.Val()
+	s, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil {
+		return 0, d.Errf("%s: bad duration %q: %v", name, s, err)
+	}
+	if v < 0 {
+		return 0, d.Errf("%s: must not be negative", name)
+	}
+	return caddy.Duration(v), nil
+}
+
+func countArg(d *caddyfile.Dispenser, least int) (int, error) {
+	name := d.Val()
+	s, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < least {
+		return 0, d.Errf("%s: want a whole number of at least %d, got %q", name, least, s)
+	}
+	return n, nil
+}
+
+// parseGlobalOption reads the global option:
+//
+//	{
+//		sse_relay {
+//			broker <url>
+//		}
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	var app App
+	d.Next()
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "broker":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Broker = v
+		default:
+			return nil, d.Errf("unknown sse_relay global option %q", d.Val())
+		}
+	}
+	return httpcaddyfile.App{Name: "sse_relay", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,78 @@
+package sserelay
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// channels resolves the channel list of a request: the `channels`
+// template when configured, else every `channel` query value (repeated or
+// comma-separated), else the last path segment. The error is a one-line
+// reason for a 400.
+func (h *Handler) channels(r *http.Request) ([]string, error) {
+	var raw []string
+	switch {
+	case h.Channels != "":
+		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		if repl == nil {
+			repl = caddy.NewReplacer()
+		}
+		raw = []string{repl.ReplaceAll(h.Channels, "")}
+	case r.URL.Query().Has("channel"):
+		raw = r.URL.Query()["channel"]
+	default:
+		// The last segment; "/events/" has none.
+		p := r.URL.Path
+		raw = []string{p[strings.LastIndexByte(p, '/')+1:]}
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, v := range raw {
+		for _, ch := range strings.Split(v, ",") {
+			ch = strings.TrimSpace(ch)
+			if ch == "" || seen[ch] {
+				continue
+			}
+			seen[ch] = true
+			out = append(out, ch)
+		}
+	}
+	if len(out) > h.MaxChannels {
+		return nil, fmt.Errorf("too many channels: %d, at most %d", len(out), h.MaxChannels)
+	}
+	limit := h.relay.broker.Limits().MaxChannel
+	for _, ch := range out {
+		if err := checkChannel(ch, limit); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// checkChannel refuses names that could confuse a broker, a log or a
+// shell: too long, not UTF-8, control characters, whitespace, quotes,
+// semicolons and backslashes. Names never reach SQL text either way.
+func checkChannel(ch string, limit int) error {
+	if len(ch) > limit {
+		return fmt.Errorf("channel name too long: %d bytes, at most %d", len(ch), limit)
+	}
+	if !utf8.ValidString(ch) {
+		return fmt.Errorf("channel name is not valid UTF-8")
+	}
+	for _, c := range ch {
+		switch {
+		case unicode.IsControl(c):
+			return fmt.Errorf("channel name has a control character")
+		case unicode.IsSpace(c):
+			return fmt.Errorf("channel name has whitespace")
+		case strings.ContainsRune(`"';\`, c):
+			return fmt.Errorf("channel name has a forbidden character %q", c)
+		}
+	}
+	return nil
+}

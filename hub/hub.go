@@ -1,0 +1,389 @@
+package hub
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Listener is the broker side of the hub: it is told which channels have
+// subscribers. Both calls return at once; the broker's own goroutine does
+// the I/O. The channel Listen returns is closed once the broker is listening
+// (or has given up waiting for a connection).
+type Listener interface {
+	Listen(channel string) <-chan struct{}
+	Unlisten(channel string)
+}
+
+// Options tune a Hub.
+type Options struct {
+	// Replay is how many frames each channel keeps for Last-Event-ID
+	// resumption; 0 turns replay and relay-assigned ids off.
+	Replay int
+	// Linger is how long a channel stays listened, with its replay ring,
+	// after its last subscriber left.
+	Linger time.Duration
+	// OnRefused is told of each payload that could not be relayed.
+	OnRefused func(channel string, err error)
+}
+
+// ResetEvent is the name of the event a subscriber gets when events may have
+// been lost: its Last-Event-ID is no longer (or was never) in the replay
+// ring, or the broker connection dropped.
+const ResetEvent = "sse-relay-reset"
+
+// Reasons a subscription is ended by the hub.
+const (
+	DropSlow   = "slow"
+	DropClosed = "closed"
+)
+
+// Hub routes events from one broker to its subscribers.
+type Hub struct {
+	opts     Options
+	listener Listener
+	node     string // prefix of relay-assigned ids
+
+	mu     sync.Mutex
+	topics map[string]*topic
+	seq    uint64
+	closed bool
+
+	delivered atomic.Uint64
+	dropped   atomic.Uint64
+	refused   atomic.Uint64
+}
+
+type topic struct {
+	name   string
+	subs   map[*Subscription]struct{}
+	ring   ring
+	ready  <-chan struct{}
+	linger *time.Timer
+}
+
+// New returns a hub that tells l which channels to listen to.
+func New(l Listener, opts Options) *Hub {
+	return &Hub{opts: opts, listener: l, node: nodeID(), topics: make(map[string]*topic)}
+}
+
+// nodeID is a short random prefix that tells this hub's ids from those of
+// another node or an earlier process.
+func nodeID() string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	var n uint64
+	for _, c := range b {
+		n = n<<8 | uint64(c)
+	}
+	return strconv.FormatUint(n, 36)
+}
+
+// Subscription is one stream's view of the hub: frames to write, in order.
+type Subscription struct {
+	hub      *Hub
+	channels []string
+	// Backlog holds replayed frames, to be written before anything from C.
+	Backlog [][]byte
+	// C carries live frames.
+	C chan []byte
+	// Ready is closed once the broker listens to every channel.
+	Ready <-chan struct{}
+
+	done    chan struct{}
+	dropped atomic.Bool
+	reason  atomic.Value
+	once    sync.Once
+}
+
+// Done is closed when the hub ended the subscription (see Reason).
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// Reason says why the hub ended the subscription.
+func (s *Subscription) Reason() string {
+	r, _ := s.reason.Load().(string)
+	return r
+}
+
+func (s *Subscription) drop(reason string) {
+	s.once.Do(func() {
+		s.reason.Store(reason)
+		s.dropped.Store(true)
+		close(s.done)
+	})
+}
+
+// Subscribe registers a subscriber of channels with a queue of buffer
+// frames. With a lastEventID it first replays what the channels' rings hold
+// after that id, or a reset frame when the ring cannot tell.
+func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Subscription, error) {
+	if buffer < 1 {
+		buffer = 1
+	}
+	s := &Subscription{hub: h, channels: channels, C: make(chan []byte, buffer), done: make(chan struct{})}
+	readies := make([]<-chan struct{}, 0, len(channels))
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, errors.New("hub closed")
+	}
+	for _, ch := range channels {
+		t := h.topics[ch]
+		if t == nil {
+			t = &topic{name: ch, subs: make(map[*Subscription]struct{})}
+			t.ready = h.listener.Listen(ch)
+			h.topics[ch] = t
+		}
+		if t.linger != nil {
+			t.linger.Stop()
+			t.linger = nil
+		}
+		t.subs[s] = struct{}{}
+		readies = append(readies, t.ready)
+	}
+	if lastEventID != "" && h.opts.Replay > 0 {
+		s.Backlog = h.replayLocked(channels, lastEventID)
+	}
+	s.Ready = all(readies)
+	return s, nil
+}
+
+// replayLocked finds the frames after lastEventID in the channels' rings,
+// merged in publication order.
+func (h *Hub) replayLocked(channels []string, lastEventID string) [][]byte {
+	after, ok := h.seqOfLocked(channels, lastEventID)
+	if !ok {
+		return [][]byte{resetFrame(channels, "unknown-id")}
+	}
+	var entries []entry
+	var lost []string
+	for _, ch := range channels {
+		t := h.topics[ch]
+		if t.ring.evicted > after {
+			lost = append(lost, ch)
+		}
+		entries = t.ring.after(after, entries)
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].seq < entries[j].seq })
+	out := make([][]byte, 0, len(entries)+1)
+	if len(lost) > 0 {
+		out = append(out, resetFrame(lost, "evicted"))
+	}
+	for _, e := range entries {
+		out = append(out, e.frame)
+	}
+	return out
+}
+
+// seqOfLocked maps an event id to the hub sequence it was published at.
+// Relay-assigned ids carry it; a publisher's id is looked up in the rings.
+func (h *Hub) seqOfLocked(channels []string, id string) (uint64, bool) {
+	if node, n, ok := strings.Cut(id, "-"); ok && node == h.node {
+		seq, err := strconv.ParseUint(n, 10, 64)
+		if err == nil && seq <= h.seq {
+			return seq, true
+		}
+		return 0, false
+	}
+	var best uint64
+	found := false
+	for _, ch := range channels {
+		if seq, ok := h.topics[ch].ring.find(id); ok && (!found || seq > best) {
+			best, found = seq, true
+		}
+	}
+	return best, found
+}
+
+// Unsubscribe removes s; the last subscriber of a channel leaves it
+// listened for Linger before the broker is told to stop.
+func (h *Hub) Unsubscribe(s *Subscription) {
+	s.drop(DropClosed)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ch := range s.channels {
+		t := h.topics[ch]
+		if t == nil {
+			continue
+		}
+		delete(t.subs, s)
+		if len(t.subs) > 0 || t.linger != nil {
+			continue
+		}
+		if h.opts.Linger <= 0 || h.closed {
+			h.forgetLocked(t)
+			continue
+		}
+		t.linger = time.AfterFunc(h.opts.Linger, func() { h.expire(t) })
+	}
+}
+
+func (h *Hub) expire(t *topic) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.topics[t.name] == t && len(t.subs) == 0 {
+		h.forgetLocked(t)
+	}
+}
+
+func (h *Hub) forgetLocked(t *topic) {
+	if t.linger != nil {
+		t.linger.Stop()
+	}
+	delete(h.topics, t.name)
+	h.listener.Unlisten(t.name)
+}
+
+// Deliver relays one payload published on channel. It never blocks on a
+// subscriber: a full queue ends that subscription. Called by the broker's
+// reader goroutine.
+func (h *Hub) Deliver(channel string, payload []byte) {
+	ev, err := Decode(payload)
+	if err != nil {
+		h.refused.Add(1)
+		if h.opts.OnRefused != nil {
+			h.opts.OnRefused(channel, err)
+		}
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.topics[channel]
+	if t == nil {
+		return
+	}
+	h.seq++
+	if ev.ID == "" && h.opts.Replay > 0 && ev.HasData {
+		ev.ID = h.node + "-" + strconv.FormatUint(h.seq, 10)
+	}
+	frame := ev.AppendFrame(make([]byte, 0, frameSize(&ev)))
+	if h.opts.Replay > 0 && ev.HasData {
+		t.ring.push(entry{seq: h.seq, id: ev.ID, frame: frame}, h.opts.Replay)
+	}
+	h.fanOutLocked(t, frame)
+}
+
+func (h *Hub) fanOutLocked(t *topic, frame []byte) {
+	for s := range t.subs {
+		if s.dropped.Load() {
+			continue
+		}
+		select {
+		case s.C <- frame:
+			h.delivered.Add(1)
+		default:
+			h.dropped.Add(1)
+			s.drop(DropSlow)
+		}
+	}
+}
+
+// Reset tells the subscribers of channels that events may have been lost
+// (the broker connection dropped). The marker is kept in the rings, so a
+// client resuming from before it learns of the gap too.
+func (h *Hub) Reset(channels []string, reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ch := range channels {
+		t := h.topics[ch]
+		if t == nil {
+			continue
+		}
+		h.seq++
+		frame := resetFrame([]string{ch}, reason)
+		if h.opts.Replay > 0 {
+			t.ring.push(entry{seq: h.seq, frame: frame}, h.opts.Replay)
+		}
+		h.fanOutLocked(t, frame)
+	}
+}
+
+// Channels lists the channels that have subscribers or linger.
+func (h *Hub) Channels() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.topics))
+	for ch := range h.topics {
+		out = append(out, ch)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Close ends every subscription; later Subscribe calls fail.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for _, t := range h.topics {
+		for s := range t.subs {
+			s.drop(DropClosed)
+		}
+		if t.linger != nil {
+			t.linger.Stop()
+		}
+	}
+	h.topics = make(map[string]*topic)
+}
+
+// Stats are the hub's running totals.
+type Stats struct {
+	Delivered, Dropped, Refused uint64
+}
+
+// Stats returns the hub's running totals.
+func (h *Hub) Stats() Stats {
+	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Refused: h.refused.Load()}
+}
+
+func frameSize(ev *Event) int {
+	return len(ev.ID) + len(ev.Name) + len(ev.Data) + len(ev.Comment) + 48
+}
+
+func resetFrame(channels []string, reason string) []byte {
+	data, _ := json.Marshal(struct {
+		Channels []string `json:"channels"`
+		Reason   string   `json:"reason"`
+	}{channels, reason})
+	return []byte(fmt.Sprintf("event: %s\ndata: %s\n\n", ResetEvent, data))
+}
+
+// all returns a channel closed once every one of chans is closed.
+func all(chans []<-chan struct{}) <-chan struct{} {
+	pending := chans[:0:0]
+	for _, c := range chans {
+		select {
+		case <-c:
+		default:
+			pending = append(pending, c)
+		}
+	}
+	if len(pending) == 0 {
+		return closedChan
+	}
+	if len(pending) == 1 {
+		return pending[0]
+	}
+	out := make(chan struct{})
+	go func() {
+		for _, c := range pending {
+			<-c
+		}
+		close(out)
+	}()
+	return out
+}
+
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()

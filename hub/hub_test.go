@@ -1,0 +1,263 @@
+package hub
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// listener records Listen/Unlisten calls.
+type listener struct {
+	mu     sync.Mutex
+	active map[string]int
+	calls  []string
+}
+
+func newListener() *listener { return &listener{active: map[string]int{}} }
+
+func (l *listener) Listen(ch string) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.active[ch]++
+	l.calls = append(l.calls, "listen "+ch)
+	return closedChan
+}
+
+func (l *listener) Unlisten(ch string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.active[ch]--
+	l.calls = append(l.calls, "unlisten "+ch)
+}
+
+func (l *listener) count(ch string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.active[ch]
+}
+
+func recv(t *testing.T, s *Subscription) string {
+	t.Helper()
+	select {
+	case f := <-s.C:
+		return string(f)
+	case <-time.After(2 * time.Second):
+		t.Fatal("no frame")
+		return ""
+	}
+}
+
+func TestFanOutSameBytes(t *testing.T) {
+	h := New(newListener(), Options{})
+	a, _ := h.Subscribe([]string{"c"}, "", 4)
+	b, _ := h.Subscribe([]string{"c"}, "", 4)
+	h.Deliver("c", []byte(`{"data":"x"}`))
+	fa, fb := <-a.C, <-b.C
+	if &fa[0] != &fb[0] {
+		t.Fatal("each subscriber got its own encoding; want the same bytes")
+	}
+	if string(fa) != "data: x\n\n" {
+		t.Fatalf("frame %q", fa)
+	}
+}
+
+func TestRefCountedListen(t *testing.T) {
+	l := newListener()
+	h := New(l, Options{})
+	a, _ := h.Subscribe([]string{"x", "y"}, "", 1)
+	b, _ := h.Subscribe([]string{"x"}, "", 1)
+	if l.count("x") != 1 || l.count("y") != 1 {
+		t.Fatalf("listens %v", l.active)
+	}
+	h.Unsubscribe(a)
+	if l.count("x") != 1 || l.count("y") != 0 {
+		t.Fatalf("after first leaves: %v", l.active)
+	}
+	h.Unsubscribe(b)
+	if l.count("x") != 0 {
+		t.Fatalf("after last leaves: %v", l.active)
+	}
+}
+
+func TestLingerKeepsListenAndRing(t *testing.T) {
+	l := newListener()
+	h := New(l, Options{Replay: 10, Linger: 100 * time.Millisecond})
+	a, _ := h.Subscribe([]string{"c"}, "", 4)
+	h.Deliver("c", []byte("one"))
+	first := recv(t, a)
+	id := strings.TrimPrefix(strings.Split(first, "\n")[0], "id: ")
+	h.Unsubscribe(a)
+	h.Deliver("c", []byte("two")) // published while nobody is connected
+	if l.count("c") != 1 {
+		t.Fatal("channel unlistened before linger ran out")
+	}
+	b, _ := h.Subscribe([]string{"c"}, id, 4)
+	if len(b.Backlog) != 1 || !strings.Contains(string(b.Backlog[0]), "data: two") {
+		t.Fatalf("backlog %q", b.Backlog)
+	}
+	h.Unsubscribe(b)
+	time.Sleep(300 * time.Millisecond)
+	if l.count("c") != 0 {
+		t.Fatal("channel still listened after linger")
+	}
+}
+
+func TestSlowSubscriberDroppedOthersUnaffected(t *testing.T) {
+	h := New(newListener(), Options{})
+	slow, _ := h.Subscribe([]string{"c"}, "", 2)
+	fast, _ := h.Subscribe([]string{"c"}, "", 100)
+	for i := 0; i < 10; i++ {
+		h.Deliver("c", []byte(fmt.Sprint(i)))
+	}
+	select {
+	case <-slow.Done():
+	default:
+		t.Fatal("slow subscriber not dropped")
+	}
+	if slow.Reason() != DropSlow {
+		t.Fatalf("reason %q", slow.Reason())
+	}
+	if len(fast.C) != 10 {
+		t.Fatalf("fast subscriber has %d frames, want 10", len(fast.C))
+	}
+	if h.Stats().Dropped != 1 {
+		t.Fatalf("dropped count %d", h.Stats().Dropped)
+	}
+}
+
+func TestReplayHandOverNoGapNoDuplicate(t *testing.T) {
+	h := New(newListener(), Options{Replay: 1000})
+	keep, _ := h.Subscribe([]string{"a", "b"}, "", 10000)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 2000; i++ {
+			ch := "a"
+			if i%2 == 1 {
+				ch = "b"
+			}
+			h.Deliver(ch, []byte(fmt.Sprint(i)))
+		}
+	}()
+	// Resume mid-stream: take the id of an early event, subscribe while
+	// publishing goes on, and check backlog + live is exactly the rest.
+	first := recv(t, keep)
+	id := strings.TrimPrefix(strings.Split(first, "\n")[0], "id: ")
+	resumed, _ := h.Subscribe([]string{"a", "b"}, id, 10000)
+	wg.Wait()
+	var got []string
+	for _, f := range resumed.Backlog {
+		got = append(got, dataOf(string(f)))
+	}
+	for len(resumed.C) > 0 {
+		got = append(got, dataOf(string(<-resumed.C)))
+	}
+	if len(got) != 1999 {
+		t.Fatalf("got %d events after the first, want 1999", len(got))
+	}
+	for i, d := range got {
+		if d != fmt.Sprint(i+1) {
+			t.Fatalf("event %d is %q, want %d (gap or duplicate)", i, d, i+1)
+		}
+	}
+}
+
+func dataOf(frame string) string {
+	for _, l := range strings.Split(frame, "\n") {
+		if v, ok := strings.CutPrefix(l, "data: "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func TestReplayUnknownIDGetsReset(t *testing.T) {
+	h := New(newListener(), Options{Replay: 10})
+	s, _ := h.Subscribe([]string{"c"}, "someone-else-42", 4)
+	if len(s.Backlog) != 1 || !strings.Contains(string(s.Backlog[0]), "event: "+ResetEvent) {
+		t.Fatalf("backlog %q, want a reset", s.Backlog)
+	}
+}
+
+func TestReplayEvictedGetsReset(t *testing.T) {
+	h := New(newListener(), Options{Replay: 3})
+	s, _ := h.Subscribe([]string{"c"}, "", 100)
+	for i := 0; i < 10; i++ {
+		h.Deliver("c", []byte(fmt.Sprint(i)))
+	}
+	first := recv(t, s)
+	id := strings.TrimPrefix(strings.Split(first, "\n")[0], "id: ")
+	r, _ := h.Subscribe([]string{"c"}, id, 100)
+	if len(r.Backlog) != 4 || !strings.Contains(string(r.Backlog[0]), ResetEvent) {
+		t.Fatalf("backlog %q: want reset then the 3 kept", r.Backlog)
+	}
+}
+
+func TestPublisherIDResumes(t *testing.T) {
+	h := New(newListener(), Options{Replay: 10})
+	s, _ := h.Subscribe([]string{"c"}, "", 100)
+	h.Deliver("c", []byte(`{"id":"order-1","data":"1"}`))
+	h.Deliver("c", []byte(`{"id":"order-2","data":"2"}`))
+	_ = s
+	r, _ := h.Subscribe([]string{"c"}, "order-1", 100)
+	if len(r.Backlog) != 1 || !strings.Contains(string(r.Backlog[0]), "id: order-2") {
+		t.Fatalf("backlog %q", r.Backlog)
+	}
+}
+
+func TestRefusedPayloadCountedAndStreamKept(t *testing.T) {
+	var refused []string
+	h := New(newListener(), Options{OnRefused: func(ch string, err error) { refused = append(refused, ch+": "+err.Error()) }})
+	s, _ := h.Subscribe([]string{"c"}, "", 4)
+	h.Deliver("c", []byte(`{"event":"x\ny","data":"z"}`))
+	h.Deliver("c", []byte(`ok`))
+	if got := recv(t, s); got != "data: ok\n\n" {
+		t.Fatalf("got %q", got)
+	}
+	if len(refused) != 1 || h.Stats().Refused != 1 {
+		t.Fatalf("refused %v", refused)
+	}
+}
+
+func TestResetReachesSubscribers(t *testing.T) {
+	h := New(newListener(), Options{Replay: 10})
+	s, _ := h.Subscribe([]string{"c"}, "", 4)
+	h.Reset([]string{"c"}, "broker-reconnect")
+	if got := recv(t, s); !strings.Contains(got, "event: "+ResetEvent) || !strings.Contains(got, "broker-reconnect") {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestRingGrowsAndWraps(t *testing.T) {
+	var r ring
+	for i := 1; i <= 25; i++ {
+		r.push(entry{seq: uint64(i)}, 20)
+	}
+	if r.len() != 20 || r.evicted != 5 || len(r.buf) != 20 {
+		t.Fatalf("len %d evicted %d cap %d", r.len(), r.evicted, len(r.buf))
+	}
+	got := r.after(22, nil)
+	if len(got) != 3 || got[0].seq != 23 {
+		t.Fatalf("after 22: %v", got)
+	}
+}
+
+func BenchmarkDeliver1000(b *testing.B) {
+	h := New(newListener(), Options{Replay: 1000})
+	subs := make([]*Subscription, 1000)
+	for i := range subs {
+		subs[i], _ = h.Subscribe([]string{"c"}, "", 1)
+	}
+	payload := []byte(`{"event":"tick","data":"hello"}`)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.Deliver("c", payload)
+		for _, s := range subs {
+			<-s.C
+		}
+	}
+}

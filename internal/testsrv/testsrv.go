@@ -1,0 +1,252 @@
+// Package testsrv starts throw-away PostgreSQL and Redis servers from the
+// installed binaries, on free ports in temporary directories, so tests talk
+// to real servers and can kill and restart them.
+package testsrv
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Postgres is a private PostgreSQL cluster.
+type Postgres struct {
+	Port int
+	dir  string
+	bin  string
+	asPG bool // running as root: run the server as the postgres user
+	mu   sync.Mutex
+}
+
+// URL is a connection URL for the cluster's postgres database.
+func (p *Postgres) URL() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.Port)
+}
+
+func postgresBin() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return pgVersion(dirs[i]) > pgVersion(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found: install the postgresql package (make test does)")
+}
+
+func pgVersion(dir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
+	return n
+}
+
+// StartPostgres creates and starts a cluster; Stop removes it.
+func StartPostgres() (*Postgres, error) {
+	bin, err := postgresBin()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "sserelay-pg-")
+	if err != nil {
+		return nil, err
+	}
+	p := &Postgres{dir: dir, bin: bin, asPG: os.Geteuid() == 0}
+	if p.asPG {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("running as root needs the postgres user: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(dir, uid, gid); err != nil {
+			return nil, err
+		}
+	}
+	if out, err := p.run("initdb", "-D", p.data(), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"); err != nil {
+		return nil, fmt.Errorf("initdb: %v: %s", err, out)
+	}
+	if p.Port, err = FreePort(); err != nil {
+		return nil, err
+	}
+	return p, p.Start()
+}
+
+func (p *Postgres) data() string { return filepath.Join(p.dir, "data") }
+
+func (p *Postgres) run(tool string, args ...string) ([]byte, error) {
+	path := filepath.Join(p.bin, tool)
+	var cmd *exec.Cmd
+	if p.asPG {
+		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
+	} else {
+		cmd = exec.Command(path, args...)
+	}
+	cmd.Dir = p.dir
+	return cmd.CombinedOutput()
+}
+
+// Start starts the server (again) on its port.
+func (p *Postgres) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", p.Port, p.dir)
+	out, err := p.run("pg_ctl", "-D", p.data(), "-o", opts, "-l", filepath.Join(p.dir, "log"), "-w", "-t", "30", "start")
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(p.dir, "log"))
+		return fmt.Errorf("pg_ctl start: %v: %s\n%s", err, out, log)
+	}
+	return nil
+}
+
+// Kill stops the server at once (immediate mode), like a crash.
+func (p *Postgres) Kill() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out, err := p.run("pg_ctl", "-D", p.data(), "-m", "immediate", "-w", "stop")
+	if err != nil {
+		return fmt.Errorf("pg_ctl stop: %v: %s", err, out)
+	}
+	return nil
+}
+
+// Stop stops the server and removes its files.
+func (p *Postgres) Stop() {
+	_ = p.Kill()
+	_ = os.RemoveAll(p.dir)
+}
+
+// Redis is a private redis-server process.
+type Redis struct {
+	Port int
+	dir  string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+}
+
+// URL is a connection URL for database 0.
+func (r *Redis) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.Port) }
+
+// StartRedis starts a redis-server on a free port; Stop ends it.
+func StartRedis() (*Redis, error) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, errors.New("redis-server not found: install the redis-server package (make test does)")
+	}
+	dir, err := os.MkdirTemp("", "sserelay-redis-")
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	r := &Redis{Port: port, dir: dir}
+	return r, r.Start()
+}
+
+// Start starts the server (again) on its port and waits until it answers.
+func (r *Redis) Start() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir, "--logfile", filepath.Join(r.dir, "log"))
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("redis-server: %w", err)
+	}
+	r.cmd = cmd
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := ping(r.Port); err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return errors.New("redis-server did not answer within 10s")
+}
+
+func ping(port int) error {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	buf := make([]byte, 16)
+	n, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(string(buf[:n]), "+PONG") {
+		return fmt.Errorf("unexpected reply %q", buf[:n])
+	}
+	return nil
+}
+
+// Kill ends the server with SIGKILL, like a crash.
+func (r *Redis) Kill() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return nil
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+	return nil
+}
+
+// Stop ends the server and removes its files.
+func (r *Redis) Stop() {
+	_ = r.Kill()
+	_ = os.RemoveAll(r.dir)
+}
+
+// Servers are the servers a test binary shares.
+type Servers struct {
+	PG    *Postgres
+	Redis *Redis
+}
+
+// Start starts both servers, or fails: a missing server is an error, never
+// a skip.
+func Start() (*Servers, error) {
+	pg, err := StartPostgres()
+	if err != nil {
+		return nil, err
+	}
+	rd, err := StartRedis()
+	if err != nil {
+		pg.Stop()
+		return nil, err
+	}
+	return &Servers{PG: pg, Redis: rd}, nil
+}
+
+// Stop stops both servers.
+func (s *Servers) Stop() {
+	s.PG.Stop()
+	s.Redis.Stop()
+}

@@ -1,0 +1,312 @@
+// Package sserelay is a Caddy module that relays PostgreSQL LISTEN/NOTIFY
+// and Redis pub/sub messages to browsers as Server-Sent Events.
+package sserelay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults, also stated in the README's table.
+const (
+	DefaultBroker            = "memory://"
+	DefaultHeartbeat         = 15 * time.Second
+	DefaultReplay            = 1000
+	DefaultLinger            = 30 * time.Second
+	DefaultMaxChannels       = 16
+	DefaultBuffer            = 256
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultReloadCloseWindow = 5 * time.Second
+	// listenWait bounds how long a new stream waits for the broker to
+	// confirm LISTEN/SUBSCRIBE before its headers go out.
+	listenWait = 5 * time.Second
+)
+
+// App is the `sse_relay` app. It holds settings shared by every handler;
+// the connections themselves live in a pool that survives reloads.
+type App struct {
+	// Broker is the default broker URL for handlers that set none.
+	Broker string `json:"broker,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "sse_relay", New: func() caddy.Module { return new(App) }}
+}
+
+// Start does nothing: relays open when handlers provision.
+func (*App) Start() error { return nil }
+
+// Stop does nothing: handlers close their streams on Caddy's stopping event.
+func (*App) Stop() error { return nil }
+
+// Handler streams broker channels to clients as Server-Sent Events and,
+// with a publish key, accepts events by POST.
+type Handler struct {
+	// Broker URL: postgres://, postgresql://, redis://, rediss:// or
+	// memory://. Default: the sse_relay app's broker, else memory://.
+	// Every handler on the same URL shares one connection.
+	Broker string `json:"broker,omitempty"`
+
+	// Channels is a placeholder template giving a comma-separated channel
+	// list, e.g. {http.request.header.X-Sse-Channels}. Default: every
+	// `channel` query value, else the last path segment.
+	Channels string `json:"channels,omitempty"`
+
+	// AllowedOrigins lists origins that may open streams or publish from
+	// a browser: exact (https://app.example.com), wildcard
+	// (https://*.example.com) or *. Default: same origin only. Requests
+	// without an Origin header are always allowed.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+
+	// Heartbeat is how long a stream may stay silent before a comment
+	// line is sent. Default 15s; 0 turns heartbeats off.
+	Heartbeat *caddy.Duration `json:"heartbeat,omitempty"`
+
+	// Retry, when set, is sent once at stream start as the client's
+	// reconnection delay.
+	Retry caddy.Duration `json:"retry,omitempty"`
+
+	// Replay is how many events each channel keeps for Last-Event-ID
+	// resumption. Default 1000; 0 turns replay and relay ids off.
+	Replay *int `json:"replay,omitempty"`
+
+	// Linger is how long a channel stays listened after its last
+	// subscriber left, so reconnecting clients miss nothing. Default 30s.
+	Linger *caddy.Duration `json:"linger,omitempty"`
+
+	// MaxChannels caps the channels of one stream. Default 16.
+	MaxChannels int `json:"max_channels,omitempty"`
+
+	// Buffer is how many events may wait for one subscriber before it is
+	// cut off (it resumes with Last-Event-ID). Default 256.
+	Buffer int `json:"buffer,omitempty"`
+
+	// PublishKey enables POST publishing for requests that carry
+	// `Authorization: Bearer <key>`. Placeholders such as {env.KEY} work.
+	PublishKey string `json:"publish_key,omitempty"`
+
+	// WriteTimeout drops a client whose socket does not take a write in
+	// time. Default 10s.
+	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
+
+	// ReloadCloseWindow is the window over which streams of a replaced
+	// config end, at random, so clients reconnect to the new one without
+	// a thundering herd. Default 5s.
+	ReloadCloseWindow caddy.Duration `json:"reload_close_window,omitempty"`
+
+	relay      *relay
+	relayKey   string
+	brokerURL  string
+	publishKey string
+	origins    originSet
+	logger     *zap.Logger
+
+	endOnce *sync.Once
+	ending  chan struct{} // closed when the config is being replaced or Caddy stops
+	window  time.Duration // spread of stream endings once ending closes
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.sse_relay", New: func() caddy.Module { return new(Handler) }}
+}
+
+// Provision fills defaults, takes its relay from the pool (opening the
+// broker connection only if no other handler has) and watches for Caddy's
+// stopping event.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.ending = make(chan struct{})
+	h.endOnce = new(sync.Once)
+	repl := caddy.NewReplacer()
+
+	h.brokerURL = repl.ReplaceKnown(h.Broker, "")
+	if h.brokerURL == "" {
+		if app, err := ctx.AppIfConfigured("sse_relay"); err == nil && app != nil {
+			h.brokerURL = repl.ReplaceKnown(app.(*App).Broker, "")
+		}
+	}
+	if h.brokerURL == "" {
+		h.brokerURL = DefaultBroker
+	}
+	h.publishKey = repl.ReplaceKnown(h.PublishKey, "")
+	if h.Heartbeat == nil {
+		d := caddy.Duration(DefaultHeartbeat)
+		h.Heartbeat = &d
+	}
+	if h.Replay == nil {
+		n := DefaultReplay
+		h.Replay = &n
+	}
+	if h.Linger == nil {
+		d := caddy.Duration(DefaultLinger)
+		h.Linger = &d
+	}
+	if h.MaxChannels == 0 {
+		h.MaxChannels = DefaultMaxChannels
+	}
+	if h.Buffer == 0 {
+		h.Buffer = DefaultBuffer
+	}
+	if h.WriteTimeout == 0 {
+		h.WriteTimeout = caddy.Duration(DefaultWriteTimeout)
+	}
+	if h.ReloadCloseWindow == 0 {
+		h.ReloadCloseWindow = caddy.Duration(DefaultReloadCloseWindow)
+	}
+	var err error
+	if h.origins, err = parseOrigins(h.AllowedOrigins); err != nil {
+		return err
+	}
+
+	h.relay, h.relayKey, err = loadRelay(h.brokerURL, *h.Replay, time.Duration(*h.Linger), h.logger)
+	if err != nil {
+		return err
+	}
+
+	events, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("events app: %w", err)
+	}
+	return events.(*caddyevents.App).On("stopping", stoppingHook{h})
+}
+
+// Validate checks the configuration.
+func (h *Handler) Validate() error {
+	switch {
+	case h.MaxChannels < 1:
+		return fmt.Errorf("max_channels must be at least 1, got %d", h.MaxChannels)
+	case h.Buffer < 1:
+		return fmt.Errorf("buffer must be at least 1, got %d", h.Buffer)
+	case *h.Heartbeat < 0:
+		return errors.New("heartbeat must not be negative")
+	case h.Retry < 0:
+		return errors.New("retry must not be negative")
+	case *h.Replay < 0:
+		return fmt.Errorf("replay must not be negative, got %d", *h.Replay)
+	case *h.Linger < 0:
+		return errors.New("linger must not be negative")
+	case h.WriteTimeout < 0 || h.ReloadCloseWindow < 0:
+		return errors.New("write_timeout and reload_close_window must not be negative")
+	}
+	return nil
+}
+
+// ServeHTTP streams (GET, HEAD), answers CORS preflight (OPTIONS) and
+// publishes (POST). It is terminal: it never calls next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	origin := r.Header.Get("Origin")
+	if origin != "" {
+		if !h.origins.allows(origin, r) {
+			refuse(w, http.StatusForbidden, "origin not allowed")
+			return nil
+		}
+		w.Header().Set("Access-Control-Allow-Origin", origin)
+		w.Header().Set("Access-Control-Allow-Credentials", "true")
+	}
+	w.Header().Add("Vary", "Origin")
+
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		return h.serveStream(w, r)
+	case http.MethodPost:
+		if h.publishKey == "" {
+			w.Header().Set("Allow", h.allowed())
+			refuse(w, http.StatusMethodNotAllowed, "publishing is off: set publish_key to enable POST")
+			return nil
+		}
+		return h.servePublish(w, r)
+	case http.MethodOptions:
+		h.servePreflight(w, r)
+		return nil
+	default:
+		w.Header().Set("Allow", h.allowed())
+		refuse(w, http.StatusMethodNotAllowed, "method not allowed")
+		return nil
+	}
+}
+
+func (h *Handler) allowed() string {
+	if h.publishKey != "" {
+		return "GET, HEAD, POST, OPTIONS"
+	}
+	return "GET, HEAD, OPTIONS"
+}
+
+// Cleanup gives the relay back to the pool; the last user closes it.
+func (h *Handler) Cleanup() error {
+	h.end(time.Duration(h.ReloadCloseWindow))
+	if h.relayKey != "" {
+		_, err := relays.Delete(h.relayKey)
+		return err
+	}
+	return nil
+}
+
+// end makes every stream of this handler finish within window.
+func (h *Handler) end(window time.Duration) {
+	if h.endOnce == nil {
+		return // never provisioned
+	}
+	h.endOnce.Do(func() {
+		h.window = window
+		close(h.ending)
+	})
+}
+
+// endDelay is how long one stream waits once ending closes: a random
+// point of the window, so clients do not all reconnect at once.
+func (h *Handler) endDelay() time.Duration {
+	if h.window <= 0 {
+		return 0
+	}
+	return rand.N(h.window)
+}
+
+// stoppingHook ends streams when Caddy stops this config: at once when
+// the process exits, spread over the reload window otherwise.
+type stoppingHook struct{ h *Handler }
+
+func (s stoppingHook) Handle(context.Context, caddy.Event) error {
+	if caddy.Exiting() {
+		s.h.end(0)
+	} else {
+		s.h.end(time.Duration(s.h.ReloadCloseWindow))
+	}
+	return nil
+}
+
+// refuse writes a one-line plain-text reason.
+func refuse(w http.ResponseWriter, status int, reason string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(strings.TrimSpace(reason) + "\n"))
+}
+
+// Interface guards
+var (
+	_ caddy.App                   = (*App)(nil)
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyevents.Handler         = stoppingHook{}
+)

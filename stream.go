@@ -1,0 +1,199 @@
+package sserelay
+
+import (
+	"crypto/subtle"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
+	"github.com/sse-relay/caddy-sse-relay/hub"
+)
+
+// serveStream subscribes the request to its channels and writes events
+// until the client leaves, the hub cuts it off or the config is replaced.
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
+	channels, err := h.channels(r)
+	if err != nil {
+		refuse(w, http.StatusBadRequest, err.Error())
+		return nil
+	}
+	if len(channels) == 0 {
+		// 204 tells EventSource to stop reconnecting: no channel, no stream.
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	lastID := r.Header.Get("Last-Event-ID")
+	if lastID == "" {
+		lastID = r.URL.Query().Get("last_event_id")
+	}
+	sub, err := h.relay.hub.Subscribe(channels, lastID, h.Buffer)
+	if err != nil {
+		refuse(w, http.StatusServiceUnavailable, "relay is shutting down")
+		return nil
+	}
+	defer h.relay.hub.Unsubscribe(sub)
+
+	// Headers go out once the broker listens, so that whatever is
+	// published after the client got them reaches it.
+	wait := time.NewTimer(listenWait)
+	select {
+	case <-sub.Ready:
+	case <-wait.C:
+		h.logger.Warn("broker did not confirm listening in time; streaming anyway", zap.Strings("channels", channels))
+	case <-r.Context().Done():
+		wait.Stop()
+		return nil
+	}
+	wait.Stop()
+
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache, no-transform")
+	hdr.Set("X-Accel-Buffering", "no")
+	hdr.Del("Content-Length")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	s := stream{h: h, w: w, rc: http.NewResponseController(w), buf: make([]byte, 0, 512)}
+	s.buf = append(s.buf, ": ok\n"...)
+	if h.Retry > 0 {
+		s.buf = append(s.buf, "retry: "...)
+		s.buf = strconv.AppendInt(s.buf, time.Duration(h.Retry).Milliseconds(), 10)
+		s.buf = append(s.buf, '\n')
+	}
+	s.buf = append(s.buf, '\n')
+	for _, f := range sub.Backlog {
+		s.buf = append(s.buf, f...)
+	}
+	sub.Backlog = nil
+	if err := s.flush(); err != nil {
+		return nil
+	}
+	h.logger.Debug("stream opened", zap.Strings("channels", channels), zap.String("remote", r.RemoteAddr))
+	reason := s.loop(r, sub)
+	h.logger.Debug("stream closed", zap.Strings("channels", channels), zap.String("reason", reason))
+	return nil
+}
+
+type stream struct {
+	h   *Handler
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	buf []byte
+}
+
+// flush writes buf in one Write and one Flush, under a write deadline.
+func (s *stream) flush() error {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(time.Duration(s.h.WriteTimeout))); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	_, err := s.w.Write(s.buf)
+	if err == nil {
+		err = s.rc.Flush()
+	}
+	s.buf = s.buf[:0]
+	if cap(s.buf) > 64<<10 {
+		// Do not hold on to a burst's buffer for the life of the stream.
+		s.buf = make([]byte, 0, 512)
+	}
+	return err
+}
+
+// loop writes frames as they come, coalescing everything pending into one
+// write, and heartbeats when idle. It returns why the stream ended.
+func (s *stream) loop(r *http.Request, sub *hub.Subscription) string {
+	var heartbeat <-chan time.Time
+	var beat *time.Timer
+	if hb := time.Duration(*s.h.Heartbeat); hb > 0 {
+		beat = time.NewTimer(hb)
+		defer beat.Stop()
+		heartbeat = beat.C
+	}
+	var endTimer <-chan time.Time
+	ending := s.h.ending
+	for {
+		select {
+		case f := <-sub.C:
+			s.buf = append(s.buf, f...)
+			for n := len(sub.C); n > 0; n-- {
+				s.buf = append(s.buf, <-sub.C...)
+			}
+		case <-heartbeat:
+			s.buf = append(s.buf, ":\n\n"...)
+		case <-r.Context().Done():
+			return "client gone"
+		case <-sub.Done():
+			return "hub: " + sub.Reason()
+		case <-ending:
+			ending = nil
+			t := time.NewTimer(s.h.endDelay())
+			defer t.Stop()
+			endTimer = t.C
+			continue
+		case <-endTimer:
+			return "config replaced"
+		}
+		if err := s.flush(); err != nil {
+			return "write: " + err.Error()
+		}
+		if beat != nil {
+			beat.Reset(time.Duration(*s.h.Heartbeat))
+		}
+	}
+}
+
+// servePublish publishes the request body on the request's channels
+// through the broker, so subscribers on every node get it.
+func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(h.publishKey)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sse_relay"`)
+		refuse(w, http.StatusUnauthorized, "missing or wrong publish key")
+		return nil
+	}
+	channels, err := h.channels(r)
+	if err != nil {
+		refuse(w, http.StatusBadRequest, err.Error())
+		return nil
+	}
+	if len(channels) == 0 {
+		refuse(w, http.StatusBadRequest, "no channel: use /<route>/<channel> or ?channel=")
+		return nil
+	}
+	limit := h.relay.broker.Limits().MaxPayload
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			refuse(w, http.StatusRequestEntityTooLarge, "payload over the broker's limit of "+strconv.Itoa(limit)+" bytes")
+			return nil
+		}
+		refuse(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return nil
+	}
+	if _, err := hub.Decode(body); err != nil {
+		refuse(w, http.StatusBadRequest, err.Error())
+		return nil
+	}
+	for _, ch := range channels {
+		if err := h.relay.broker.Publish(r.Context(), ch, body); err != nil {
+			if errors.Is(err, broker.ErrRejected) {
+				refuse(w, http.StatusBadRequest, err.Error())
+				return nil
+			}
+			h.logger.Warn("publish failed", zap.String("channel", ch), zap.Error(err))
+			w.Header().Set("Retry-After", "1")
+			refuse(w, http.StatusServiceUnavailable, "broker unavailable")
+			return nil
+		}
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
