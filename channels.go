@@ -10,19 +10,27 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-// channels resolves the channel list of a request: the `channels`
-// template when configured, else every `channel` query value (repeated or
-// comma-separated), else the last path segment. The error is a one-line
-// reason for a 400.
+// channels resolves the channel list a stream subscribes to: the
+// `channels` template when configured, else what the request names. The
+// error is a one-line reason for a 400.
 func (h *Handler) channels(r *http.Request) ([]string, error) {
+	if h.Channels == "" {
+		return h.requestChannels(r)
+	}
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		repl = caddy.NewReplacer()
+	}
+	return h.checkChannels([]string{repl.ReplaceAll(h.Channels, "")})
+}
+
+// requestChannels are the channels a request names: every `channel` query
+// value (repeated or comma-separated), else the last path segment. A
+// publisher always names its channels this way; the template is for
+// subscribers.
+func (h *Handler) requestChannels(r *http.Request) ([]string, error) {
 	var raw []string
 	switch {
-	case h.Channels != "":
-		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-		if repl == nil {
-			repl = caddy.NewReplacer()
-		}
-		raw = []string{repl.ReplaceAll(h.Channels, "")}
 	case r.URL.Query().Has("channel"):
 		raw = r.URL.Query()["channel"]
 	default:
@@ -30,6 +38,12 @@ func (h *Handler) channels(r *http.Request) ([]string, error) {
 		p := r.URL.Path
 		raw = []string{p[strings.LastIndexByte(p, '/')+1:]}
 	}
+	return h.checkChannels(raw)
+}
+
+// checkChannels splits comma-separated values, drops blanks and
+// duplicates, and applies the limits.
+func (h *Handler) checkChannels(raw []string) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
 	for _, v := range raw {

@@ -76,9 +76,18 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 	if err := s.flush(); err != nil {
 		return nil
 	}
+	// A keep-alive connection must not carry our deadline into the next
+	// request.
+	defer func() { _ = s.rc.SetWriteDeadline(time.Time{}) }()
 	h.logger.Debug("stream opened", zap.Strings("channels", channels), zap.String("remote", r.RemoteAddr))
-	reason := s.loop(r, sub)
+	reason, abort := s.loop(r, sub)
 	h.logger.Debug("stream closed", zap.Strings("channels", channels), zap.String("reason", reason))
+	if abort {
+		// Cut off (too slow, or the socket stalled): close the connection
+		// instead of ending the response and keeping it alive; the client
+		// resumes with Last-Event-ID.
+		panic(http.ErrAbortHandler)
+	}
 	return nil
 }
 
@@ -107,8 +116,9 @@ func (s *stream) flush() error {
 }
 
 // loop writes frames as they come, coalescing everything pending into one
-// write, and heartbeats when idle. It returns why the stream ended.
-func (s *stream) loop(r *http.Request, sub *hub.Subscription) string {
+// write, and heartbeats when idle. It returns why the stream ended and
+// whether the connection should be dropped rather than ended cleanly.
+func (s *stream) loop(r *http.Request, sub *hub.Subscription) (string, bool) {
 	var heartbeat <-chan time.Time
 	var beat *time.Timer
 	if hb := time.Duration(*s.h.Heartbeat); hb > 0 {
@@ -128,9 +138,9 @@ func (s *stream) loop(r *http.Request, sub *hub.Subscription) string {
 		case <-heartbeat:
 			s.buf = append(s.buf, ":\n\n"...)
 		case <-r.Context().Done():
-			return "client gone"
+			return "client gone", false
 		case <-sub.Done():
-			return "hub: " + sub.Reason()
+			return "hub: " + sub.Reason(), sub.Reason() == hub.DropSlow
 		case <-ending:
 			ending = nil
 			t := time.NewTimer(s.h.endDelay())
@@ -138,10 +148,10 @@ func (s *stream) loop(r *http.Request, sub *hub.Subscription) string {
 			endTimer = t.C
 			continue
 		case <-endTimer:
-			return "config replaced"
+			return "config replaced", false
 		}
 		if err := s.flush(); err != nil {
-			return "write: " + err.Error()
+			return "write: " + err.Error(), true
 		}
 		if beat != nil {
 			beat.Reset(time.Duration(*s.h.Heartbeat))
@@ -158,7 +168,7 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
 		refuse(w, http.StatusUnauthorized, "missing or wrong publish key")
 		return nil
 	}
-	channels, err := h.channels(r)
+	channels, err := h.requestChannels(r)
 	if err != nil {
 		refuse(w, http.StatusBadRequest, err.Error())
 		return nil

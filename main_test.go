@@ -1,0 +1,262 @@
+package sserelay
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
+)
+
+// This is the one package that starts Caddy (through caddytest, admin
+// port 2999, HTTP port 9080). Its tests run one at a time.
+
+var servers *testsrv.Servers
+
+const base = "http://localhost:9080"
+
+func TestMain(m *testing.M) {
+	var err error
+	servers, err = testsrv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test servers:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	servers.Stop()
+	os.Exit(code)
+}
+
+// globals is the Caddyfile global block every test config starts with.
+const globals = `{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 5s
+	skip_install_trust
+}
+`
+
+// load puts config (a Caddyfile without the global block) into the running
+// test Caddy. A missing harness fails the test rather than skipping it.
+func load(t *testing.T, config string) {
+	t.Helper()
+	var skipped bool
+	t.Run("load", func(st *testing.T) {
+		tc := caddytest.NewTester(st)
+		tc.InitServer(globals+config, "caddyfile")
+		skipped = st.Skipped()
+	})
+	if skipped {
+		t.Fatal("the caddytest integration harness could not start Caddy")
+	}
+}
+
+// site wraps handler lines into a site serving /events/*.
+func site(lines string) string {
+	return "http://localhost:9080 {\n\tsse_relay /events/* {\n" + lines + "\n\t}\n\trespond \"not events\"\n}\n"
+}
+
+// event is one parsed SSE event.
+type event struct {
+	ID, Name, Data string
+}
+
+// sseClient is a raw SSE reader.
+type sseClient struct {
+	resp   *http.Response
+	events chan event
+	errc   chan error
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	lines  []string // every line, comments included
+}
+
+var streamTransport = &http.Transport{MaxIdleConnsPerHost: -1, DisableCompression: true, MaxConnsPerHost: 0}
+
+// subscribe opens a stream and returns once the headers are in.
+func subscribe(t testing.TB, path string, header ...string) *sseClient {
+	t.Helper()
+	c, err := trySubscribe(path, header...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if c.resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: status %d", path, c.resp.StatusCode)
+	}
+	return c
+}
+
+func trySubscribe(path string, header ...string) (*sseClient, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := (&http.Client{Transport: streamTransport}).Do(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	c := &sseClient{resp: resp, events: make(chan event, 10000), errc: make(chan error, 1), cancel: cancel}
+	if resp.StatusCode == http.StatusOK {
+		go c.read()
+	}
+	return c, nil
+}
+
+func (c *sseClient) read() {
+	r := bufio.NewReader(c.resp.Body)
+	var ev event
+	var data []string
+	has := false
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			c.errc <- err
+			close(c.events)
+			return
+		}
+		line = strings.TrimSuffix(line, "\n")
+		c.mu.Lock()
+		c.lines = append(c.lines, line)
+		c.mu.Unlock()
+		field, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch {
+		case line == "":
+			if has {
+				ev.Data = strings.Join(data, "\n")
+				c.events <- ev
+			}
+			ev, data, has = event{}, nil, false
+		case field == "":
+		case field == "data":
+			data, has = append(data, value), true
+		case field == "id":
+			ev.ID = value
+		case field == "event":
+			ev.Name = value
+		}
+	}
+}
+
+// next waits for the next event.
+func (c *sseClient) next(t testing.TB) event {
+	t.Helper()
+	select {
+	case ev, ok := <-c.events:
+		if !ok {
+			t.Fatalf("stream ended: %v", <-c.errc)
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+	}
+	return event{}
+}
+
+// nothing asserts no event arrives within d.
+func (c *sseClient) nothing(t testing.TB, d time.Duration) {
+	t.Helper()
+	select {
+	case ev, ok := <-c.events:
+		if ok {
+			t.Fatalf("unexpected event %+v", ev)
+		}
+	case <-time.After(d):
+	}
+}
+
+func (c *sseClient) Close() {
+	c.cancel()
+	c.resp.Body.Close()
+}
+
+func (c *sseClient) sawLine(prefix string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.lines {
+		if strings.HasPrefix(l, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// do sends a request and returns status, headers and body.
+func do(t testing.TB, method, path, body string, header ...string) (int, http.Header, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func pgConn(t testing.TB) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, servers.PG.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func pgExec(t testing.TB, conn *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func pgInt(t testing.TB, conn *pgx.Conn, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func redisClient(t testing.TB) *redis.Client {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis.Port)})
+	t.Cleanup(func() { rc.Close() })
+	return rc
+}
+
+// rawConn opens a TCP connection that sends a request and never reads.
+func rawConn(t testing.TB, path string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", "localhost:9080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: localhost:9080\r\n\r\n", path)
+	return c
+}
