@@ -1,7 +1,10 @@
 package sserelay
 
 import (
+	"math"
 	"strconv"
+
+	"github.com/dustin/go-humanize"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -34,6 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		heartbeat           <duration>
 //		retry               <duration>
 //		replay              <count>
+//		replay_max_bytes    <size>
 //		linger              <duration>
 //		max_channels        <count>
 //		buffer              <count>
@@ -79,6 +83,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var n int
 			n, err = countArg(d, 0)
 			h.Replay = &n
+		case "replay_max_bytes":
+			h.ReplayMaxBytes, err = sizeArg(d)
 		case "max_channels":
 			h.MaxChannels, err = countArg(d, 1)
 		case "buffer":
@@ -131,6 +137,20 @@ func countArg(d *caddyfile.Dispenser, least int) (int, error) {
 		return 0, d.Errf("%s: want a whole number of at least %d, got %q", name, least, s)
 	}
 	return n, nil
+}
+
+// sizeArg reads a byte size such as 64MiB or 1000000.
+func sizeArg(d *caddyfile.Dispenser) (int, error) {
+	name := d.Val()
+	s, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n < 1 || n > math.MaxInt32 {
+		return 0, d.Errf("%s: want a size such as 64MiB, got %q", name, s)
+	}
+	return int(n), nil
 }
 
 // parseGlobalOption reads the global option:

@@ -16,6 +16,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/sse-relay/caddy-sse-relay/hub"
 )
 
 func init() {
@@ -29,6 +31,7 @@ const (
 	DefaultHeartbeat         = 15 * time.Second
 	DefaultReplay            = 1000
 	DefaultLinger            = 30 * time.Second
+	DefaultReplayMaxBytes    = 64 << 20
 	DefaultMaxChannels       = 16
 	DefaultBuffer            = 256
 	DefaultWriteTimeout      = 10 * time.Second
@@ -90,6 +93,11 @@ type Handler struct {
 	// Linger is how long a channel stays listened after its last
 	// subscriber left, so reconnecting clients miss nothing. Default 30s.
 	Linger *caddy.Duration `json:"linger,omitempty"`
+
+	// ReplayMaxBytes caps the memory all replay rings of one broker hold
+	// together; past it the oldest events of the largest rings go first.
+	// Default 64 MiB.
+	ReplayMaxBytes int `json:"replay_max_bytes,omitempty"`
 
 	// MaxChannels caps the channels of one stream. Default 16.
 	MaxChannels int `json:"max_channels,omitempty"`
@@ -159,6 +167,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		d := caddy.Duration(DefaultLinger)
 		h.Linger = &d
 	}
+	if h.ReplayMaxBytes == 0 {
+		h.ReplayMaxBytes = DefaultReplayMaxBytes
+	}
 	if h.MaxChannels == 0 {
 		h.MaxChannels = DefaultMaxChannels
 	}
@@ -176,7 +187,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
-	h.relay, h.relayKey, err = loadRelay(h.brokerURL, *h.Replay, time.Duration(*h.Linger), h.logger)
+	h.relay, h.relayKey, err = loadRelay(h.brokerURL, hub.Options{
+		Replay:         *h.Replay,
+		Linger:         time.Duration(*h.Linger),
+		MaxReplayBytes: h.ReplayMaxBytes,
+	}, h.logger)
 	if err != nil {
 		return err
 	}
@@ -199,6 +214,8 @@ func (h *Handler) Validate() error {
 		return errors.New("heartbeat must not be negative")
 	case h.Retry < 0:
 		return errors.New("retry must not be negative")
+	case h.ReplayMaxBytes < 0:
+		return errors.New("replay_max_bytes must not be negative")
 	case *h.Replay < 0:
 		return fmt.Errorf("replay must not be negative, got %d", *h.Replay)
 	case *h.Linger < 0:

@@ -2,7 +2,6 @@ package sserelay
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -27,20 +26,20 @@ func (r *relay) Destruct() error {
 	return r.broker.Close()
 }
 
-func loadRelay(url string, replay int, linger time.Duration, logger *zap.Logger) (*relay, string, error) {
-	key := fmt.Sprintf("%s|replay=%d|linger=%s", url, replay, linger)
+// loadRelay returns the relay for url and hub options, opening it if no
+// handler has. Handlers share a relay, and so a connection, when their
+// broker URL and hub options match.
+func loadRelay(url string, opts hub.Options, logger *zap.Logger) (*relay, string, error) {
+	key := fmt.Sprintf("%s|replay=%d|linger=%s|replay_max_bytes=%d", url, opts.Replay, opts.Linger, opts.MaxReplayBytes)
 	val, _, err := relays.LoadOrNew(key, func() (caddy.Destructor, error) {
 		b, err := broker.Open(url, logger.Named("broker").With(zap.String("broker", broker.Redact(url))))
 		if err != nil {
 			return nil, err
 		}
-		h := hub.New(b, hub.Options{
-			Replay: replay,
-			Linger: linger,
-			OnRefused: func(channel string, err error) {
-				logger.Warn("payload refused", zap.String("channel", channel), zap.Error(err))
-			},
-		})
+		opts.OnRefused = func(channel string, err error) {
+			logger.Warn("payload refused", zap.String("channel", channel), zap.Error(err))
+		}
+		h := hub.New(b, opts)
 		b.Start(h)
 		return &relay{broker: b, hub: h}, nil
 	})

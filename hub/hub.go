@@ -30,6 +30,9 @@ type Options struct {
 	// Linger is how long a channel stays listened, with its replay ring,
 	// after its last subscriber left.
 	Linger time.Duration
+	// MaxReplayBytes caps the frame bytes all rings hold together; past
+	// it the oldest frames of the largest rings go first. 0 means no cap.
+	MaxReplayBytes int
 	// OnRefused is told of each payload that could not be relayed.
 	OnRefused func(channel string, err error)
 }
@@ -51,10 +54,11 @@ type Hub struct {
 	listener Listener
 	node     string // prefix of relay-assigned ids
 
-	mu     sync.Mutex
-	topics map[string]*topic
-	seq    uint64
-	closed bool
+	mu        sync.Mutex
+	topics    map[string]*topic
+	seq       uint64
+	closed    bool
+	ringBytes int // frame bytes held by all rings
 
 	delivered atomic.Uint64
 	dropped   atomic.Uint64
@@ -239,6 +243,7 @@ func (h *Hub) forgetLocked(t *topic) {
 		t.linger.Stop()
 	}
 	delete(h.topics, t.name)
+	h.ringBytes -= t.ring.bytes
 	h.listener.Unlisten(t.name)
 }
 
@@ -266,9 +271,27 @@ func (h *Hub) Deliver(channel string, payload []byte) {
 	}
 	frame := ev.AppendFrame(make([]byte, 0, frameSize(&ev)))
 	if h.opts.Replay > 0 && ev.HasData {
-		t.ring.push(entry{seq: h.seq, id: ev.ID, frame: frame}, h.opts.Replay)
+		h.keepLocked(t, entry{seq: h.seq, id: ev.ID, frame: frame})
 	}
 	h.fanOutLocked(t, frame)
+}
+
+// keepLocked puts e in t's ring and enforces the node-wide byte cap.
+func (h *Hub) keepLocked(t *topic, e entry) {
+	h.ringBytes += t.ring.push(e, h.opts.Replay)
+	for h.opts.MaxReplayBytes > 0 && h.ringBytes > h.opts.MaxReplayBytes {
+		largest := t
+		for _, other := range h.topics {
+			if other.ring.bytes > largest.ring.bytes {
+				largest = other
+			}
+		}
+		freed := largest.ring.popOldest()
+		if freed == 0 {
+			return
+		}
+		h.ringBytes -= freed
+	}
 }
 
 func (h *Hub) fanOutLocked(t *topic, frame []byte) {
@@ -300,7 +323,7 @@ func (h *Hub) Reset(channels []string, reason string) {
 		h.seq++
 		frame := resetFrame([]string{ch}, reason)
 		if h.opts.Replay > 0 {
-			t.ring.push(entry{seq: h.seq, frame: frame}, h.opts.Replay)
+			h.keepLocked(t, entry{seq: h.seq, frame: frame})
 		}
 		h.fanOutLocked(t, frame)
 	}
@@ -337,11 +360,15 @@ func (h *Hub) Close() {
 // Stats are the hub's running totals.
 type Stats struct {
 	Delivered, Dropped, Refused uint64
+	ReplayBytes                 int
 }
 
 // Stats returns the hub's running totals.
 func (h *Hub) Stats() Stats {
-	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Refused: h.refused.Load()}
+	h.mu.Lock()
+	replay := h.ringBytes
+	h.mu.Unlock()
+	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Refused: h.refused.Load(), ReplayBytes: replay}
 }
 
 func frameSize(ev *Event) int {

@@ -261,3 +261,44 @@ func BenchmarkDeliver1000(b *testing.B) {
 		}
 	}
 }
+
+func TestReplayByteCapEvictsLargestRingFirst(t *testing.T) {
+	h := New(newListener(), Options{Replay: 1000, MaxReplayBytes: 20000})
+	big, _ := h.Subscribe([]string{"big"}, "", 10000)
+	small, _ := h.Subscribe([]string{"small"}, "", 10000)
+	h.Deliver("small", []byte("s0"))
+	firstSmall := recv(t, small)
+	for i := 0; i < 100; i++ {
+		h.Deliver("big", []byte(strings.Repeat("x", 1000)))
+	}
+	if got := h.Stats().ReplayBytes; got > 20000 {
+		t.Fatalf("rings hold %d bytes, cap 20000", got)
+	}
+	// The small ring kept its frame; the big one lost its oldest, so a
+	// resume from its first event gets the reset signal.
+	id := strings.TrimPrefix(strings.Split(firstSmall, "\n")[0], "id: ")
+	r, _ := h.Subscribe([]string{"small"}, id, 10)
+	if len(r.Backlog) != 0 {
+		t.Fatalf("small resume backlog %q, want nothing missed", r.Backlog)
+	}
+	firstBig := recv(t, big)
+	bid := strings.TrimPrefix(strings.Split(firstBig, "\n")[0], "id: ")
+	rb, _ := h.Subscribe([]string{"big"}, bid, 1000)
+	if len(rb.Backlog) == 0 || !strings.Contains(string(rb.Backlog[0]), ResetEvent) {
+		t.Fatal("resume into the evicted hole did not get a reset")
+	}
+}
+
+func TestRingDroppedAfterLinger(t *testing.T) {
+	h := New(newListener(), Options{Replay: 10, Linger: 50 * time.Millisecond})
+	s, _ := h.Subscribe([]string{"c"}, "", 10)
+	h.Deliver("c", []byte("x"))
+	h.Unsubscribe(s)
+	time.Sleep(200 * time.Millisecond)
+	if got := h.Stats().ReplayBytes; got != 0 {
+		t.Fatalf("%d replay bytes held after the channel lingered out", got)
+	}
+	if len(h.Channels()) != 0 {
+		t.Fatalf("channels %v", h.Channels())
+	}
+}

@@ -14,9 +14,19 @@ type ring struct {
 	head    int    // index of the oldest entry
 	n       int    // entries held
 	evicted uint64 // highest seq pushed out; a resume from before it has a gap
+	bytes   int    // frame bytes held
 }
 
-func (r *ring) push(e entry, limit int) {
+// push appends e, evicting the oldest entry when limit are held. It
+// returns the change in bytes held.
+func (r *ring) push(e entry, limit int) int {
+	before := r.bytes
+	r.bytes += len(e.frame)
+	r.add(e, limit)
+	return r.bytes - before
+}
+
+func (r *ring) add(e entry, limit int) {
 	if r.n < len(r.buf) {
 		r.buf[(r.head+r.n)%len(r.buf)] = e
 		r.n++
@@ -32,9 +42,24 @@ func (r *ring) push(e entry, limit int) {
 		r.n++
 		return
 	}
-	r.evicted = r.buf[r.head].seq
-	r.buf[r.head] = e
+	r.popOldest()
+	r.buf[(r.head+r.n)%len(r.buf)] = e
+	r.n++
+}
+
+// popOldest drops the oldest entry and returns the bytes freed.
+func (r *ring) popOldest() int {
+	if r.n == 0 {
+		return 0
+	}
+	old := &r.buf[r.head]
+	freed := len(old.frame)
+	r.evicted = old.seq
+	*old = entry{}
 	r.head = (r.head + 1) % len(r.buf)
+	r.n--
+	r.bytes -= freed
+	return freed
 }
 
 func (r *ring) at(i int) *entry { return &r.buf[(r.head+i)%len(r.buf)] }
