@@ -1,0 +1,307 @@
+// Package e2e runs the Caddy binary built from cmd/caddy as separate
+// processes: stopping with thousands of streams open, and several nodes
+// on one broker.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
+)
+
+var (
+	servers  *testsrv.Servers
+	caddyBin string
+)
+
+func TestMain(m *testing.M) {
+	code, err := setup(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func setup(m *testing.M) (int, error) {
+	dir, err := os.MkdirTemp("", "sserelay-e2e-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	caddyBin = filepath.Join(dir, "caddy")
+	build := exec.Command("go", "build", "-o", caddyBin, "./cmd/caddy")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("building caddy: %v\n%s", err, out)
+	}
+	servers, err = testsrv.Start()
+	if err != nil {
+		return 0, err
+	}
+	defer servers.Stop()
+	return m.Run(), nil
+}
+
+// node is one Caddy process.
+type node struct {
+	cmd   *exec.Cmd
+	admin string
+	base  string
+	done  chan struct{} // closed when the process has exited
+}
+
+// startNode runs Caddy with one site whose sse_relay block has lines.
+func startNode(t *testing.T, lines string) *node {
+	t.Helper()
+	adminPort, _ := testsrv.FreePort()
+	httpPort, _ := testsrv.FreePort()
+	dir := t.TempDir()
+	config := fmt.Sprintf(`{
+	admin 127.0.0.1:%d
+	http_port %d
+	persist_config off
+	skip_install_trust
+}
+http://127.0.0.1:%d {
+	sse_relay /events/* {
+%s
+	}
+}
+`, adminPort, httpPort, httpPort, lines)
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	log, _ := os.Create(filepath.Join(dir, "caddy.log"))
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n := &node{cmd: cmd, admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort),
+		base: fmt.Sprintf("http://127.0.0.1:%d", httpPort), done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(n.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-n.done
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "caddy.log"))
+			t.Logf("caddy log:\n%s", b)
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	// A timeout, because polling a port nobody listens on yet can connect
+	// to itself on loopback and wait forever.
+	poll := &http.Client{Timeout: 2 * time.Second}
+	for {
+		resp, err := poll.Get(n.admin + "/config/")
+		if err == nil {
+			resp.Body.Close()
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy did not start: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stream is an open SSE response.
+type stream struct {
+	resp *http.Response
+	rd   *bufio.Reader
+}
+
+var transport = &http.Transport{MaxIdleConnsPerHost: -1, DisableCompression: true, ResponseHeaderTimeout: 20 * time.Second}
+
+func open(url string) (*stream, error) {
+	resp, err := (&http.Client{Transport: transport}).Get(url)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != 200 {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %d", url, resp.StatusCode)
+	}
+	return &stream{resp: resp, rd: bufio.NewReader(resp.Body)}, nil
+}
+
+// nextData returns the data of the next event.
+func (s *stream) nextData(timeout time.Duration) (string, error) {
+	type result struct {
+		data string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		for {
+			line, err := s.rd.ReadString('\n')
+			if err != nil {
+				ch <- result{err: err}
+				return
+			}
+			if d, ok := strings.CutPrefix(line, "data: "); ok {
+				ch <- result{data: strings.TrimSuffix(d, "\n")}
+				return
+			}
+		}
+	}()
+	select {
+	case r := <-ch:
+		return r.data, r.err
+	case <-time.After(timeout):
+		return "", fmt.Errorf("no event in %v", timeout)
+	}
+}
+
+func openMany(t *testing.T, url string, n int) []*stream {
+	t.Helper()
+	streams := make([]*stream, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	sem := make(chan struct{}, 200)
+	for i := range streams {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s, err := open(url)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			streams[i] = s
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		t.Fatal(firstErr)
+	}
+	t.Cleanup(func() {
+		for _, s := range streams {
+			if s != nil {
+				s.resp.Body.Close()
+			}
+		}
+	})
+	return streams
+}
+
+func waitExit(t *testing.T, n *node, limit time.Duration, how string, start time.Time) time.Duration {
+	t.Helper()
+	select {
+	case <-n.done:
+		return time.Since(start)
+	case <-time.After(limit):
+		t.Fatalf("%s: caddy still running after %v", how, limit)
+	}
+	return 0
+}
+
+// TestStopWith2000Streams: `caddy stop` (the admin API's /stop) and
+// SIGTERM each return within 3 s with 2,000 streams open.
+func TestStopWith2000Streams(t *testing.T) {
+	for _, how := range []string{"admin /stop", "SIGTERM"} {
+		t.Run(how, func(t *testing.T) {
+			n := startNode(t, "heartbeat 0")
+			streams := openMany(t, n.base+"/events/stop", 2000)
+			start := time.Now()
+			if how == "SIGTERM" {
+				_ = n.cmd.Process.Signal(syscall.SIGTERM)
+			} else {
+				resp, err := (&http.Client{Timeout: 5 * time.Second}).Post(n.admin+"/stop", "", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+			}
+			took := waitExit(t, n, 3*time.Second, how, start)
+			// Every stream was ended by the relay.
+			if _, err := streams[0].nextData(2 * time.Second); err == nil {
+				t.Fatal("a stream is still open")
+			}
+			t.Logf("%s with %d streams open: exited in %v", how, len(streams), took.Round(time.Millisecond))
+		})
+	}
+}
+
+// TestTwoNodesOneBroker: two Caddy processes on one Redis and on one
+// Postgres. A publish reaches subscribers on both nodes, and each node
+// holds one broker connection.
+func TestTwoNodesOneBroker(t *testing.T) {
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, servers.PG.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis.Port)})
+	defer rc.Close()
+
+	brokers := []struct {
+		name, url string
+		publish   func(ch, data string) error
+		conns     func() (int, error)
+	}{
+		{"postgres", servers.PG.URL(),
+			func(ch, data string) error { _, err := pg.Exec(ctx, `SELECT pg_notify($1, $2)`, ch, data); return err },
+			func() (int, error) {
+				var n int
+				err := pg.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'caddy-sse-relay'`).Scan(&n)
+				return n, err
+			}},
+		{"redis", servers.Redis.URL(),
+			func(ch, data string) error { return rc.Publish(ctx, ch, data).Err() },
+			func() (int, error) {
+				list, err := rc.ClientList(ctx).Result()
+				n := 0
+				for _, l := range strings.Split(list, "\n") {
+					if strings.Contains(l, "name=caddy-sse-relay") && !strings.Contains(l, " sub=0 ") {
+						n++
+					}
+				}
+				return n, err
+			}},
+	}
+	for _, b := range brokers {
+		t.Run(b.name, func(t *testing.T) {
+			a := startNode(t, "broker "+b.url)
+			c := startNode(t, "broker "+b.url)
+			sa := openMany(t, a.base+"/events/both", 50)
+			sc := openMany(t, c.base+"/events/both", 50)
+			if err := b.publish("both", "to every node"); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range append(sa, sc...) {
+				if d, err := s.nextData(10 * time.Second); err != nil || d != "to every node" {
+					t.Fatalf("got %q, %v", d, err)
+				}
+			}
+			if n, err := b.conns(); err != nil || n != 2 {
+				t.Fatalf("%d relay connections for 2 nodes and 100 subscribers (%v), want 2", n, err)
+			}
+		})
+	}
+}
