@@ -42,6 +42,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_channels        <count>
 //		buffer              <count>
 //		publish_key         <key>
+//		jwt_secret          <key>
+//		jwt_public_key      <pem-file>
+//		jwt_cookie          <name>
+//		max_connections     <count>
+//		max_connections_per_ip <count>
 //		write_timeout       <duration>
 //		reload_close_window <duration>
 //	}
@@ -60,6 +65,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Channels, err = oneArg(d)
 		case "publish_key":
 			h.PublishKey, err = oneArg(d)
+		case "jwt_secret":
+			h.JWTSecret, err = oneArg(d)
+		case "jwt_public_key":
+			h.JWTPublicKey, err = oneArg(d)
+		case "jwt_cookie":
+			h.JWTCookie, err = oneArg(d)
+		case "max_connections":
+			h.MaxConnections, err = countArg(d, 1)
+		case "max_connections_per_ip":
+			h.MaxConnectionsPerIP, err = countArg(d, 1)
 		case "allowed_origins":
 			h.AllowedOrigins = d.RemainingArgs()
 			if len(h.AllowedOrigins) == 0 {

@@ -320,7 +320,7 @@ func TestRedisFaults(t *testing.T) {
 // TestStreamsLeaveNothingBehind opens and closes 10,000 streams in rounds
 // and checks goroutines and heap return near where they started.
 func TestStreamsLeaveNothingBehind(t *testing.T) {
-	load(t, site("publish_key k\nlinger 0"))
+	load(t, site("publish_key k\nlinger 0\nmax_connections_per_ip 5000"))
 	settle := func() (int, uint64) {
 		var ms runtime.MemStats
 		for i := 0; i < 3; i++ {

@@ -36,6 +36,8 @@ const (
 	DefaultBuffer            = 256
 	DefaultWriteTimeout      = 10 * time.Second
 	DefaultReloadCloseWindow = 5 * time.Second
+	DefaultMaxConnections    = 10000
+	DefaultMaxConnectionsIP  = 1024
 	// listenWait bounds how long a new stream waits for the broker to
 	// confirm LISTEN/SUBSCRIBE before its headers go out.
 	listenWait = 5 * time.Second
@@ -110,6 +112,28 @@ type Handler struct {
 	// `Authorization: Bearer <key>`. Placeholders such as {env.KEY} work.
 	PublishKey string `json:"publish_key,omitempty"`
 
+	// JWTSecret turns on subscriber tokens signed with HS256 and this
+	// secret (at least 32 bytes). Placeholders such as {env.KEY} work.
+	JWTSecret string `json:"jwt_secret,omitempty"`
+
+	// JWTPublicKey turns on subscriber tokens signed with the private half
+	// of this PEM public key file: RS256 for RSA, ES256/384/512 for EC,
+	// EdDSA for Ed25519.
+	JWTPublicKey string `json:"jwt_public_key,omitempty"`
+
+	// JWTCookie names a cookie to take the token from when the request has
+	// no Authorization header.
+	JWTCookie string `json:"jwt_cookie,omitempty"`
+
+	// MaxConnections caps the streams open on this node and broker; over
+	// it a new stream gets 503. Default 10000.
+	MaxConnections int `json:"max_connections,omitempty"`
+
+	// MaxConnectionsPerIP caps the streams of one client IP (as Caddy's
+	// trusted_proxies resolve it); over it a new stream gets 429.
+	// Default 1024.
+	MaxConnectionsPerIP int `json:"max_connections_per_ip,omitempty"`
+
 	// WriteTimeout drops a client whose socket does not take a write in
 	// time. Default 10s.
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
@@ -123,6 +147,7 @@ type Handler struct {
 	relayKey   string
 	brokerURL  string
 	publishKey string
+	verifier   *verifier
 	origins    originSet
 	logger     *zap.Logger
 
@@ -182,8 +207,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.ReloadCloseWindow == 0 {
 		h.ReloadCloseWindow = caddy.Duration(DefaultReloadCloseWindow)
 	}
+	if h.MaxConnections == 0 {
+		h.MaxConnections = DefaultMaxConnections
+	}
+	if h.MaxConnectionsPerIP == 0 {
+		h.MaxConnectionsPerIP = DefaultMaxConnectionsIP
+	}
 	var err error
 	if h.origins, err = parseOrigins(h.AllowedOrigins); err != nil {
+		return err
+	}
+	if h.verifier, err = newVerifier(repl.ReplaceKnown(h.JWTSecret, ""), h.JWTPublicKey); err != nil {
 		return err
 	}
 
@@ -220,6 +254,10 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("replay must not be negative, got %d", *h.Replay)
 	case *h.Linger < 0:
 		return errors.New("linger must not be negative")
+	case h.MaxConnections < 0 || h.MaxConnectionsPerIP < 0:
+		return errors.New("max_connections and max_connections_per_ip must not be negative")
+	case h.JWTCookie != "" && h.verifier == nil:
+		return errors.New("jwt_cookie needs jwt_secret or jwt_public_key")
 	case h.WriteTimeout < 0 || h.ReloadCloseWindow < 0:
 		return errors.New("write_timeout and reload_close_window must not be negative")
 	}
@@ -244,7 +282,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	case http.MethodGet, http.MethodHead:
 		return h.serveStream(w, r)
 	case http.MethodPost:
-		if h.publishKey == "" {
+		if !h.publishing() {
 			w.Header().Set("Allow", h.allowed())
 			refuse(w, http.StatusMethodNotAllowed, "publishing is off: set publish_key to enable POST")
 			return nil
@@ -260,8 +298,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 }
 
+// publishing reports whether POST is on: with a publish key, or with
+// tokens that may carry a publish claim.
+func (h *Handler) publishing() bool { return h.publishKey != "" || h.verifier != nil }
+
 func (h *Handler) allowed() string {
-	if h.publishKey != "" {
+	if h.publishing() {
 		return "GET, HEAD, POST, OPTIONS"
 	}
 	return "GET, HEAD, OPTIONS"

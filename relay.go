@@ -2,6 +2,8 @@ package sserelay
 
 import (
 	"fmt"
+	"net/http"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -19,6 +21,33 @@ var relays = caddy.NewUsagePool()
 type relay struct {
 	broker broker.Broker
 	hub    *hub.Hub
+
+	mu      sync.Mutex
+	streams int
+	perIP   map[string]int
+}
+
+// admit counts a new stream against the node-wide and per-IP limits. It
+// returns the status to refuse with, or a release func.
+func (r *relay) admit(ip string, max, maxPerIP int) (func(), int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.streams >= max {
+		return nil, http.StatusServiceUnavailable
+	}
+	if r.perIP[ip] >= maxPerIP {
+		return nil, http.StatusTooManyRequests
+	}
+	r.streams++
+	r.perIP[ip]++
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.streams--
+		if r.perIP[ip]--; r.perIP[ip] == 0 {
+			delete(r.perIP, ip)
+		}
+	}, 0
 }
 
 func (r *relay) Destruct() error {
@@ -41,7 +70,7 @@ func loadRelay(url string, opts hub.Options, logger *zap.Logger) (*relay, string
 		}
 		h := hub.New(b, opts)
 		b.Start(h)
-		return &relay{broker: b, hub: h}, nil
+		return &relay{broker: b, hub: h, perIP: map[string]int{}}, nil
 	})
 	if err != nil {
 		return nil, "", err

@@ -3,12 +3,15 @@ package sserelay
 import (
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/sse-relay/caddy-sse-relay/broker"
@@ -28,6 +31,18 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
+	expires, err := h.authorize(r, channels)
+	if err != nil {
+		h.refuseAuth(w, err)
+		return nil
+	}
+	release, status := h.relay.admit(clientIP(r), h.MaxConnections, h.MaxConnectionsPerIP)
+	if status != 0 {
+		w.Header().Set("Retry-After", "5")
+		refuse(w, status, "too many streams: try again later")
+		return nil
+	}
+	defer release()
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = r.URL.Query().Get("last_event_id")
@@ -80,7 +95,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 	// request.
 	defer func() { _ = s.rc.SetWriteDeadline(time.Time{}) }()
 	h.logger.Debug("stream opened", zap.Strings("channels", channels), zap.String("remote", r.RemoteAddr))
-	reason, abort := s.loop(r, sub)
+	reason, abort := s.loop(r, sub, expires)
 	h.logger.Debug("stream closed", zap.Strings("channels", channels), zap.String("reason", reason))
 	if abort {
 		// Cut off (too slow, or the socket stalled): close the connection
@@ -118,7 +133,7 @@ func (s *stream) flush() error {
 // loop writes frames as they come, coalescing everything pending into one
 // write, and heartbeats when idle. It returns why the stream ended and
 // whether the connection should be dropped rather than ended cleanly.
-func (s *stream) loop(r *http.Request, sub *hub.Subscription) (string, bool) {
+func (s *stream) loop(r *http.Request, sub *hub.Subscription, expires time.Time) (string, bool) {
 	var heartbeat <-chan time.Time
 	var beat *time.Timer
 	if hb := time.Duration(*s.h.Heartbeat); hb > 0 {
@@ -126,7 +141,12 @@ func (s *stream) loop(r *http.Request, sub *hub.Subscription) (string, bool) {
 		defer beat.Stop()
 		heartbeat = beat.C
 	}
-	var endTimer <-chan time.Time
+	var endTimer, expired <-chan time.Time
+	if !expires.IsZero() {
+		t := time.NewTimer(time.Until(expires))
+		defer t.Stop()
+		expired = t.C
+	}
 	ending := s.h.ending
 	for {
 		select {
@@ -149,6 +169,8 @@ func (s *stream) loop(r *http.Request, sub *hub.Subscription) (string, bool) {
 			continue
 		case <-endTimer:
 			return "config replaced", false
+		case <-expired:
+			return "token expired", false
 		}
 		if err := s.flush(); err != nil {
 			return "write: " + err.Error(), true
@@ -162,12 +184,6 @@ func (s *stream) loop(r *http.Request, sub *hub.Subscription) (string, bool) {
 // servePublish publishes the request body on the request's channels
 // through the broker, so subscribers on every node get it.
 func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(h.publishKey)) != 1 {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="sse_relay"`)
-		refuse(w, http.StatusUnauthorized, "missing or wrong publish key")
-		return nil
-	}
 	channels, err := h.requestChannels(r)
 	if err != nil {
 		refuse(w, http.StatusBadRequest, err.Error())
@@ -175,6 +191,10 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
 	}
 	if len(channels) == 0 {
 		refuse(w, http.StatusBadRequest, "no channel: use /<route>/<channel> or ?channel=")
+		return nil
+	}
+	if err := h.authorizePublish(r, channels); err != nil {
+		h.refuseAuth(w, err)
 		return nil
 	}
 	limit := h.relay.broker.Limits().MaxPayload
@@ -206,4 +226,52 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusAccepted)
 	return nil
+}
+
+// authorizePublish accepts the publish key (compared in constant time) or
+// a token whose publish claim grants every channel.
+func (h *Handler) authorizePublish(r *http.Request, channels []string) error {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || tok == "" {
+		return &authError{http.StatusUnauthorized, "missing publish key or token"}
+	}
+	if h.publishKey != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(h.publishKey)) == 1 {
+		return nil
+	}
+	if h.verifier == nil {
+		return &authError{http.StatusUnauthorized, "wrong publish key"}
+	}
+	c, err := h.verifier.parse(tok)
+	if err != nil {
+		return &authError{http.StatusUnauthorized, "wrong publish key or invalid token"}
+	}
+	if ch, ok := granted(c.Publish, channels); !ok {
+		return &authError{http.StatusForbidden, fmt.Sprintf("publishing on %q not granted", ch)}
+	}
+	return nil
+}
+
+// refuseAuth answers a failed authorization; 401s carry the challenge.
+func (h *Handler) refuseAuth(w http.ResponseWriter, err error) {
+	var ae *authError
+	if !errors.As(err, &ae) {
+		ae = &authError{http.StatusUnauthorized, "unauthorized"}
+	}
+	if ae.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sse_relay"`)
+	}
+	refuse(w, ae.status, ae.reason)
+}
+
+// clientIP is the client address as Caddy resolved it (trusted_proxies
+// honoured), else the peer address.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }

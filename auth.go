@@ -1,0 +1,158 @@
+package sserelay
+
+import (
+	"crypto/elliptic"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// verifier checks subscriber and publisher JWTs. The accepted algorithm
+// is pinned by the key's type, so a token cannot pick a weaker one
+// (alg "none", or HS256 keyed with a public key).
+type verifier struct {
+	key     any
+	methods []string
+}
+
+// claims are what a token may grant: channels to read and to publish on,
+// as exact names or * globs.
+type claims struct {
+	Channels []string `json:"channels"`
+	Publish  []string `json:"publish"`
+	jwt.RegisteredClaims
+}
+
+func newVerifier(secret, publicKeyFile string) (*verifier, error) {
+	switch {
+	case secret != "" && publicKeyFile != "":
+		return nil, errors.New("set jwt_secret or jwt_public_key, not both")
+	case secret != "":
+		if len(secret) < 32 {
+			return nil, errors.New("jwt_secret must be at least 32 bytes")
+		}
+		return &verifier{key: []byte(secret), methods: []string{"HS256"}}, nil
+	case publicKeyFile != "":
+		pem, err := os.ReadFile(publicKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("jwt_public_key: %w", err)
+		}
+		return publicKeyVerifier(pem)
+	}
+	return nil, nil
+}
+
+func publicKeyVerifier(pem []byte) (*verifier, error) {
+	if k, err := jwt.ParseRSAPublicKeyFromPEM(pem); err == nil {
+		return &verifier{key: k, methods: []string{"RS256"}}, nil
+	}
+	if k, err := jwt.ParseECPublicKeyFromPEM(pem); err == nil {
+		alg := map[elliptic.Curve]string{elliptic.P256(): "ES256", elliptic.P384(): "ES384", elliptic.P521(): "ES512"}[k.Curve]
+		if alg == "" {
+			return nil, errors.New("jwt_public_key: unsupported EC curve")
+		}
+		return &verifier{key: k, methods: []string{alg}}, nil
+	}
+	if k, err := jwt.ParseEdPublicKeyFromPEM(pem); err == nil {
+		return &verifier{key: k, methods: []string{"EdDSA"}}, nil
+	}
+	return nil, errors.New("jwt_public_key: not an RSA, EC or Ed25519 public key in PEM form")
+}
+
+// parse verifies a token and returns its claims; exp is required.
+func (v *verifier) parse(token string) (*claims, error) {
+	c := new(claims)
+	_, err := jwt.ParseWithClaims(token, c, func(*jwt.Token) (any, error) { return v.key, nil },
+		jwt.WithValidMethods(v.methods), jwt.WithExpirationRequired())
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// token finds the bearer token: Authorization header, then the
+// configured cookie, then the `token` query value (EventSource cannot set
+// headers).
+func (h *Handler) token(r *http.Request) string {
+	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	if h.JWTCookie != "" {
+		if c, err := r.Cookie(h.JWTCookie); err == nil {
+			return c.Value
+		}
+	}
+	return r.URL.Query().Get("token")
+}
+
+// authError is a refusal with its status.
+type authError struct {
+	status int
+	reason string
+}
+
+func (e *authError) Error() string { return e.reason }
+
+// authorize checks a subscriber's token against the channels it asks for
+// and returns when the token expires.
+func (h *Handler) authorize(r *http.Request, channels []string) (time.Time, error) {
+	if h.verifier == nil {
+		return time.Time{}, nil
+	}
+	tok := h.token(r)
+	if tok == "" {
+		return time.Time{}, &authError{http.StatusUnauthorized, "a token is required"}
+	}
+	c, err := h.verifier.parse(tok)
+	if err != nil {
+		return time.Time{}, &authError{http.StatusUnauthorized, "invalid token"}
+	}
+	if ch, ok := granted(c.Channels, channels); !ok {
+		return time.Time{}, &authError{http.StatusForbidden, fmt.Sprintf("channel %q not granted", ch)}
+	}
+	return c.ExpiresAt.Time, nil
+}
+
+// granted reports whether every channel matches one of the grants, and
+// names the first that does not.
+func granted(grants, channels []string) (string, bool) {
+	for _, ch := range channels {
+		ok := false
+		for _, g := range grants {
+			if globMatch(g, ch) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return ch, false
+		}
+	}
+	return "", true
+}
+
+// globMatch matches name against a pattern where * stands for any run of
+// characters, dots included: "tenant.7.*" grants "tenant.7.orders".
+func globMatch(pattern, name string) bool {
+	star := strings.IndexByte(pattern, '*')
+	if star < 0 {
+		return pattern == name
+	}
+	prefix := pattern[:star]
+	if !strings.HasPrefix(name, prefix) {
+		return false
+	}
+	rest := pattern[star+1:]
+	name = name[len(prefix):]
+	for i := 0; i <= len(name); i++ {
+		if globMatch(rest, name[i:]) {
+			return true
+		}
+	}
+	return false
+}
