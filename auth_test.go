@@ -1,0 +1,244 @@
+package sserelay
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
+)
+
+const testSecret = "0123456789abcdef0123456789abcdef-test"
+
+func hsToken(t *testing.T, c jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func expiresIn(d time.Duration) int64 { return time.Now().Add(d).Unix() }
+
+func TestJWTSubscribers(t *testing.T) {
+	load(t, site("jwt_secret "+testSecret+"\njwt_cookie sse_token"))
+	good := hsToken(t, jwt.MapClaims{"channels": []string{"user.42", "tenant.7.*"}, "exp": expiresIn(time.Hour)})
+	b64 := base64.RawURLEncoding.EncodeToString
+	parts := strings.Split(good, ".")
+	tampered := parts[0] + "." + b64([]byte(`{"channels":["*"],"exp":9999999999}`)) + "." + parts[2]
+	none := b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + b64([]byte(`{"channels":["*"],"exp":9999999999}`)) + "."
+	cases := []struct {
+		name, path string
+		header     []string
+		want       int
+	}{
+		{"no token", "/events/user.42", nil, 401},
+		{"garbage token", "/events/user.42", []string{"Authorization", "Bearer not.a.token"}, 401},
+		{"expired", "/events/user.42", []string{"Authorization", "Bearer " + hsToken(t, jwt.MapClaims{"channels": []string{"*"}, "exp": expiresIn(-time.Minute)})}, 401},
+		{"no exp", "/events/user.42", []string{"Authorization", "Bearer " + hsToken(t, jwt.MapClaims{"channels": []string{"*"}})}, 401},
+		{"tampered claims", "/events/user.42", []string{"Authorization", "Bearer " + tampered}, 401},
+		{"alg none", "/events/user.42", []string{"Authorization", "Bearer " + none}, 401},
+		{"wrong secret", "/events/user.42", []string{"Authorization", "Bearer " + func() string {
+			s, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"channels": []string{"*"}, "exp": expiresIn(time.Hour)}).SignedString([]byte("another-secret-another-secret-xx"))
+			return s
+		}()}, 401},
+		{"another user's channel", "/events/user.43", []string{"Authorization", "Bearer " + good}, 403},
+		{"one of several not granted", "/events/?channel=user.42,user.43", []string{"Authorization", "Bearer " + good}, 403},
+		{"glob grant", "/events/tenant.7.orders", []string{"Authorization", "Bearer " + good}, 200},
+		{"glob does not reach another tenant", "/events/tenant.70.orders", []string{"Authorization", "Bearer " + good}, 403},
+		{"header token", "/events/user.42", []string{"Authorization", "Bearer " + good}, 200},
+		{"cookie token", "/events/user.42", []string{"Cookie", "sse_token=" + good}, 200},
+		{"query token", "/events/user.42?token=" + good, nil, 200},
+	}
+	for _, c := range cases {
+		if c.want == 200 {
+			s := subscribe(t, c.path, c.header...)
+			s.Close()
+			continue
+		}
+		code, hdr, body := do(t, "GET", c.path, "", c.header...)
+		if code != c.want {
+			t.Errorf("%s: %d %q, want %d", c.name, code, body, c.want)
+		}
+		if code == 401 && !strings.HasPrefix(hdr.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("%s: 401 without WWW-Authenticate: Bearer", c.name)
+		}
+	}
+
+	// The stream ends when the token expires.
+	short := hsToken(t, jwt.MapClaims{"channels": []string{"user.42"}, "exp": expiresIn(2 * time.Second)})
+	s := subscribe(t, "/events/user.42?token="+short)
+	select {
+	case _, ok := <-s.events:
+		if ok {
+			t.Fatal("unexpected event")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream outlived its token")
+	}
+}
+
+func TestJWTPublishers(t *testing.T) {
+	load(t, site("jwt_secret "+testSecret+"\npublish_key pk"))
+	sub := subscribe(t, "/events/news", "Authorization", "Bearer "+hsToken(t, jwt.MapClaims{"channels": []string{"news"}, "exp": expiresIn(time.Hour)}))
+	pubTok := hsToken(t, jwt.MapClaims{"publish": []string{"news", "tenant.*"}, "exp": expiresIn(time.Hour)})
+	subTok := hsToken(t, jwt.MapClaims{"channels": []string{"*"}, "exp": expiresIn(time.Hour)})
+	for _, c := range []struct {
+		name, path, tok string
+		want            int
+	}{
+		{"publish claim", "/events/news", pubTok, 202},
+		{"publish glob", "/events/tenant.1", pubTok, 202},
+		{"publish not granted", "/events/other", pubTok, 403},
+		{"subscriber token cannot publish", "/events/news", subTok, 403},
+		{"publish key still works", "/events/news", "pk", 202},
+		{"garbage", "/events/news", "nope", 401},
+	} {
+		if code, _, body := do(t, "POST", c.path, c.name, "Authorization", "Bearer "+c.tok); code != c.want {
+			t.Errorf("%s: %d %q, want %d", c.name, code, body, c.want)
+		}
+	}
+	for _, want := range []string{"publish claim", "publish key still works"} {
+		if ev := sub.next(t); ev.Data != want {
+			t.Fatalf("got %+v, want %q", ev, want)
+		}
+	}
+}
+
+func TestJWTPublicKeyPinsAlgorithm(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	path := filepath.Join(t.TempDir(), "jwt.pem")
+	if err := os.WriteFile(path, pubPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load(t, site("jwt_public_key "+path))
+	claims := jwt.MapClaims{"channels": []string{"*"}, "exp": expiresIn(time.Hour)}
+	rs, _ := jwt.NewWithClaims(jwt.SigningMethodRS256, claims).SignedString(key)
+	s := subscribe(t, "/events/a", "Authorization", "Bearer "+rs)
+	s.Close()
+	// Key confusion: HS256 signed with the public key as the secret.
+	confused, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(pubPEM)
+	if code, _, _ := do(t, "GET", "/events/a", "", "Authorization", "Bearer "+confused); code != 401 {
+		t.Fatalf("HS256 with the RSA public key as secret: %d, want 401", code)
+	}
+	// Another RSA key.
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	forged, _ := jwt.NewWithClaims(jwt.SigningMethodRS256, claims).SignedString(other)
+	if code, _, _ := do(t, "GET", "/events/a", "", "Authorization", "Bearer "+forged); code != 401 {
+		t.Fatalf("token from another key: %d, want 401", code)
+	}
+}
+
+// TestPythonMintedToken runs the stdlib-only minting function from the
+// docs and uses its token.
+func TestPythonMintedToken(t *testing.T) {
+	load(t, site("jwt_secret "+testSecret))
+	out, err := exec.Command("python3", "docs/sse_relay_token.py", testSecret, "user.42,tenant.7.*", "60").Output()
+	if err != nil {
+		t.Fatalf("python3 docs/sse_relay_token.py: %v", err)
+	}
+	tok := strings.TrimSpace(string(out))
+	s := subscribe(t, "/events/tenant.7.orders?token="+tok)
+	s.Close()
+	if code, _, _ := do(t, "GET", "/events/user.43?token="+tok, ""); code != 403 {
+		t.Fatalf("python token for another channel: %d", code)
+	}
+}
+
+// TestForwardAuthRecipe: Django decides through forward_auth and hands the
+// channels over in X-Sse-Channels; a client cannot widen that by sending
+// the header itself.
+func TestForwardAuthRecipe(t *testing.T) {
+	django := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/sse/auth" {
+			http.NotFound(w, r)
+			return
+		}
+		switch c, _ := r.Cookie("session"); {
+		case c == nil:
+			w.WriteHeader(http.StatusUnauthorized)
+		case c.Value == "alice":
+			w.Header().Set("X-Sse-Channels", "user.42")
+		default: // signed in, but no channels
+		}
+	}))
+	port, _ := testsrv.FreePort()
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	django.Listener = l
+	django.Start()
+	defer django.Close()
+
+	load(t, fmt.Sprintf(`http://localhost:9080 {
+	forward_auth 127.0.0.1:%d {
+		uri /sse/auth
+		copy_headers X-Sse-Channels
+	}
+	sse_relay /events/* {
+		channels {http.request.header.X-Sse-Channels}
+		publish_key pk
+	}
+}
+`, port))
+	alice := subscribe(t, "/events/", "Cookie", "session=alice", "X-Sse-Channels", "admin,user.43")
+	for _, ch := range []string{"admin", "user.43", "user.42"} {
+		do(t, "POST", "/events/?channel="+ch, "to "+ch, "Cookie", "session=alice", "Authorization", "Bearer pk")
+	}
+	if ev := alice.next(t); ev.Data != "to user.42" {
+		t.Fatalf("alice got %+v: the spoofed header widened access", ev)
+	}
+	alice.nothing(t, 300*time.Millisecond)
+	if code, _, _ := do(t, "GET", "/events/", "", "X-Sse-Channels", "admin"); code != 401 {
+		t.Fatalf("no session, spoofed header: %d, want 401 from forward_auth", code)
+	}
+	if code, _, _ := do(t, "GET", "/events/", "", "Cookie", "session=bob", "X-Sse-Channels", "admin"); code != 204 {
+		t.Fatalf("session without channels, spoofed header: %d, want 204", code)
+	}
+}
+
+func TestConnectionLimits(t *testing.T) {
+	load(t, site("max_connections 3\nmax_connections_per_ip 2"))
+	a := subscribe(t, "/events/a")
+	b := subscribe(t, "/events/a")
+	code, hdr, _ := do(t, "GET", "/events/a", "")
+	if code != 429 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("third stream from one IP: %d %v, want 429 with Retry-After", code, hdr)
+	}
+	a.Close()
+	time.Sleep(200 * time.Millisecond)
+	c := subscribe(t, "/events/a") // released
+	// The limits count per node and broker, across configs: let the
+	// first part's streams go before the second.
+	b.Close()
+	c.Close()
+	time.Sleep(200 * time.Millisecond)
+	load(t, site("max_connections 2\nmax_connections_per_ip 10"))
+	subscribe(t, "/events/b")
+	subscribe(t, "/events/b")
+	time.Sleep(100 * time.Millisecond)
+	if code, hdr, _ := do(t, "GET", "/events/b", ""); code != 503 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("over max_connections: %d %v, want 503 with Retry-After", code, hdr)
+	}
+}
