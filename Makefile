@@ -32,6 +32,8 @@ build:
 run: build
 	SSE_RELAY_PUBLISH_KEY=$${SSE_RELAY_PUBLISH_KEY:-dev-publish-key} $(CADDY) run --config Caddyfile.example --adapter caddyfile
 
-## fuzz: a minute of fuzzing the payload decoder and frame encoder
+## fuzz: a minute each of fuzzing the payload codec, the channel resolver and the token parser
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEncode -fuzztime 60s ./hub/
+	$(GO) test -run '^$$' -fuzz FuzzChannels -fuzztime 60s .
+	$(GO) test -run '^$$' -fuzz FuzzTokens -fuzztime 60s .
