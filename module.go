@@ -230,6 +230,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	events, err := ctx.App("events")
 	if err != nil {
 		return fmt.Errorf("events app: %w", err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -19,12 +20,21 @@ import (
 var relays = caddy.NewUsagePool()
 
 type relay struct {
-	broker broker.Broker
-	hub    *hub.Hub
+	broker   broker.Broker
+	hub      *hub.Hub
+	url      string // redacted, for stats and metric labels
+	replay   int
+	received atomic.Uint64
 
 	mu      sync.Mutex
 	streams int
 	perIP   map[string]int
+}
+
+func (r *relay) openStreams() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.streams
 }
 
 // admit counts a new stream against the node-wide and per-IP limits. It
@@ -33,9 +43,11 @@ func (r *relay) admit(ip string, max, maxPerIP int) (func(), int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.streams >= max {
+		metrics.dropped.WithLabelValues("limit").Inc()
 		return nil, http.StatusServiceUnavailable
 	}
 	if r.perIP[ip] >= maxPerIP {
+		metrics.dropped.WithLabelValues("limit").Inc()
 		return nil, http.StatusTooManyRequests
 	}
 	r.streams++
@@ -66,11 +78,14 @@ func loadRelay(url string, opts hub.Options, logger *zap.Logger) (*relay, string
 			return nil, err
 		}
 		opts.OnRefused = func(channel string, err error) {
+			metrics.refused.WithLabelValues(refusedReason(err)).Inc()
 			logger.Warn("payload refused", zap.String("channel", channel), zap.Error(err))
 		}
+		opts.OnDropped = func() { metrics.dropped.WithLabelValues("slow").Inc() }
 		h := hub.New(b, opts)
-		b.Start(h)
-		return &relay{broker: b, hub: h, perIP: map[string]int{}}, nil
+		r := &relay{broker: b, hub: h, url: broker.Redact(url), replay: opts.Replay, perIP: map[string]int{}}
+		b.Start(counted{hub: h, received: &r.received})
+		return r, nil
 	})
 	if err != nil {
 		return nil, "", err

@@ -94,6 +94,9 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 	// A keep-alive connection must not carry our deadline into the next
 	// request.
 	defer func() { _ = s.rc.SetWriteDeadline(time.Time{}) }()
+	metrics.open.Inc()
+	metrics.opened.Inc()
+	defer metrics.open.Dec()
 	h.logger.Debug("stream opened", zap.Strings("channels", channels), zap.String("remote", r.RemoteAddr))
 	reason, abort := s.loop(r, sub, expires)
 	h.logger.Debug("stream closed", zap.Strings("channels", channels), zap.String("reason", reason))
@@ -149,11 +152,15 @@ func (s *stream) loop(r *http.Request, sub *hub.Subscription, expires time.Time)
 	}
 	ending := s.h.ending
 	for {
+		frames, oldest := 0, time.Time{}
 		select {
 		case f := <-sub.C:
-			s.buf = append(s.buf, f...)
+			oldest = f.At
+			s.buf = append(s.buf, f.Bytes...)
+			frames = 1
 			for n := len(sub.C); n > 0; n-- {
-				s.buf = append(s.buf, <-sub.C...)
+				s.buf = append(s.buf, (<-sub.C).Bytes...)
+				frames++
 			}
 		case <-heartbeat:
 			s.buf = append(s.buf, ":\n\n"...)
@@ -173,7 +180,12 @@ func (s *stream) loop(r *http.Request, sub *hub.Subscription, expires time.Time)
 			return "token expired", false
 		}
 		if err := s.flush(); err != nil {
+			metrics.dropped.WithLabelValues("write_error").Inc()
 			return "write: " + err.Error(), true
+		}
+		if frames > 0 {
+			metrics.delivered.Add(float64(frames))
+			metrics.latency.Observe(time.Since(oldest).Seconds())
 		}
 		if beat != nil {
 			beat.Reset(time.Duration(*s.h.Heartbeat))

@@ -43,7 +43,16 @@ type Broker interface {
 	Limits() Limits
 	// Connected reports whether the connection is up now.
 	Connected() bool
+	// State describes the connection for stats and health checks.
+	State() State
 	Close() error
+}
+
+// State is a broker connection's condition.
+type State struct {
+	Connected  bool      `json:"connected"`
+	Since      time.Time `json:"since"`      // when it connected, or lost the connection
+	Reconnects int       `json:"reconnects"` // connections re-established after a loss
 }
 
 // Errors a publisher can act on.
@@ -225,11 +234,11 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // outage logs a connection's loss once and its recovery with its length.
 type outage struct {
-	logger *zap.Logger
-	mu     sync.Mutex
-	since  time.Time
-	up     bool
-	count  int
+	logger     *zap.Logger
+	mu         sync.Mutex
+	since      time.Time // last change; zero before the first attempt
+	up         bool
+	reconnects int
 }
 
 func (o *outage) connected() (wasDown bool, downFor time.Duration) {
@@ -239,10 +248,19 @@ func (o *outage) connected() (wasDown bool, downFor time.Duration) {
 		return false, 0
 	}
 	o.up = true
-	if o.since.IsZero() {
+	lost := o.since
+	o.since = time.Now()
+	if lost.IsZero() {
 		return false, 0
 	}
-	return true, time.Since(o.since)
+	o.reconnects++
+	return true, o.since.Sub(lost)
+}
+
+func (o *outage) state() State {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return State{Connected: o.up, Since: o.since, Reconnects: o.reconnects}
 }
 
 func (o *outage) lost(err error) bool {
@@ -253,7 +271,6 @@ func (o *outage) lost(err error) bool {
 	}
 	o.up = false
 	o.since = time.Now()
-	o.count++
 	o.logger.Warn("broker connection lost; reconnecting", zap.Error(err))
 	return true
 }

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Memory limits match Redis's, so a config moves between them unchanged.
@@ -14,12 +15,13 @@ const (
 // memory is the in-process broker: publishing delivers straight to the
 // hub of this process. Useful for one node and for development.
 type memory struct {
-	mu     sync.RWMutex
-	sink   Sink
-	closed bool
+	mu      sync.RWMutex
+	sink    Sink
+	closed  bool
+	started time.Time
 }
 
-func newMemory() *memory { return &memory{} }
+func newMemory() *memory { return &memory{started: time.Now()} }
 
 func (m *memory) Start(sink Sink) {
 	m.mu.Lock()
@@ -36,6 +38,8 @@ func (m *memory) Limits() Limits {
 }
 
 func (m *memory) Connected() bool { return true }
+
+func (m *memory) State() State { return State{Connected: true, Since: m.started} }
 
 func (m *memory) Publish(_ context.Context, ch string, payload []byte) error {
 	m.mu.RLock()

@@ -75,6 +75,8 @@ func (p *postgres) Limits() Limits {
 
 func (p *postgres) Connected() bool { return p.out.isUp() }
 
+func (p *postgres) State() State { return p.out.state() }
+
 // Publish runs pg_notify on the broker's own connection, so publishing
 // over HTTP adds no connection.
 func (p *postgres) Publish(ctx context.Context, ch string, payload []byte) error {

@@ -67,6 +67,8 @@ func (r *redisBroker) Limits() Limits {
 
 func (r *redisBroker) Connected() bool { return r.out.isUp() }
 
+func (r *redisBroker) State() State { return r.out.state() }
+
 // Publish uses the client's small command pool: a subscribed connection
 // cannot publish.
 func (r *redisBroker) Publish(ctx context.Context, ch string, payload []byte) error {

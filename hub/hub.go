@@ -35,6 +35,8 @@ type Options struct {
 	MaxReplayBytes int
 	// OnRefused is told of each payload that could not be relayed.
 	OnRefused func(channel string, err error)
+	// OnDropped is told of each subscriber cut off for a full queue.
+	OnDropped func()
 }
 
 // ResetEvent is the name of the event a subscriber gets when events may have
@@ -90,6 +92,13 @@ func nodeID() string {
 	return strconv.FormatUint(n, 36)
 }
 
+// Frame is one encoded event as the hub hands it to every subscriber: the
+// same value, not a copy, for all of them.
+type Frame struct {
+	Bytes []byte
+	At    time.Time // when the hub got the event from the broker
+}
+
 // Subscription is one stream's view of the hub: frames to write, in order.
 type Subscription struct {
 	hub      *Hub
@@ -97,7 +106,7 @@ type Subscription struct {
 	// Backlog holds replayed frames, to be written before anything from C.
 	Backlog [][]byte
 	// C carries live frames.
-	C chan []byte
+	C chan *Frame
 	// Ready is closed once the broker listens to every channel.
 	Ready <-chan struct{}
 
@@ -131,7 +140,7 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 	if buffer < 1 {
 		buffer = 1
 	}
-	s := &Subscription{hub: h, channels: channels, C: make(chan []byte, buffer), done: make(chan struct{})}
+	s := &Subscription{hub: h, channels: channels, C: make(chan *Frame, buffer), done: make(chan struct{})}
 	readies := make([]<-chan struct{}, 0, len(channels))
 
 	h.mu.Lock()
@@ -251,6 +260,7 @@ func (h *Hub) forgetLocked(t *topic) {
 // subscriber: a full queue ends that subscription. Called by the broker's
 // reader goroutine.
 func (h *Hub) Deliver(channel string, payload []byte) {
+	at := time.Now()
 	ev, err := Decode(payload)
 	if err != nil {
 		h.refused.Add(1)
@@ -273,7 +283,7 @@ func (h *Hub) Deliver(channel string, payload []byte) {
 	if h.opts.Replay > 0 && ev.HasData {
 		h.keepLocked(t, entry{seq: h.seq, id: ev.ID, frame: frame})
 	}
-	h.fanOutLocked(t, frame)
+	h.fanOutLocked(t, &Frame{Bytes: frame, At: at})
 }
 
 // keepLocked puts e in t's ring and enforces the node-wide byte cap.
@@ -294,7 +304,7 @@ func (h *Hub) keepLocked(t *topic, e entry) {
 	}
 }
 
-func (h *Hub) fanOutLocked(t *topic, frame []byte) {
+func (h *Hub) fanOutLocked(t *topic, frame *Frame) {
 	for s := range t.subs {
 		if s.dropped.Load() {
 			continue
@@ -305,6 +315,9 @@ func (h *Hub) fanOutLocked(t *topic, frame []byte) {
 		default:
 			h.dropped.Add(1)
 			s.drop(DropSlow)
+			if h.opts.OnDropped != nil {
+				h.opts.OnDropped()
+			}
 		}
 	}
 }
@@ -325,7 +338,7 @@ func (h *Hub) Reset(channels []string, reason string) {
 		if h.opts.Replay > 0 {
 			h.keepLocked(t, entry{seq: h.seq, frame: frame})
 		}
-		h.fanOutLocked(t, frame)
+		h.fanOutLocked(t, &Frame{Bytes: frame, At: time.Now()})
 	}
 }
 
@@ -338,6 +351,28 @@ func (h *Hub) Channels() []string {
 		out = append(out, ch)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// ChannelStat describes one channel of the hub.
+type ChannelStat struct {
+	Name        string `json:"name"`
+	Subscribers int    `json:"subscribers"`
+	Replay      int    `json:"replay_events"`
+	ReplayBytes int    `json:"replay_bytes"`
+	Lingering   bool   `json:"lingering"`
+}
+
+// ChannelStats describes every channel that has subscribers or lingers.
+func (h *Hub) ChannelStats() []ChannelStat {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]ChannelStat, 0, len(h.topics))
+	for _, t := range h.topics {
+		out = append(out, ChannelStat{Name: t.name, Subscribers: len(t.subs), Replay: t.ring.len(),
+			ReplayBytes: t.ring.bytes, Lingering: t.linger != nil})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 

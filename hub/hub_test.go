@@ -42,7 +42,7 @@ func recv(t *testing.T, s *Subscription) string {
 	t.Helper()
 	select {
 	case f := <-s.C:
-		return string(f)
+		return string(f.Bytes)
 	case <-time.After(2 * time.Second):
 		t.Fatal("no frame")
 		return ""
@@ -55,10 +55,10 @@ func TestFanOutSameBytes(t *testing.T) {
 	b, _ := h.Subscribe([]string{"c"}, "", 4)
 	h.Deliver("c", []byte(`{"data":"x"}`))
 	fa, fb := <-a.C, <-b.C
-	if &fa[0] != &fb[0] {
+	if fa != fb || &fa.Bytes[0] != &fb.Bytes[0] {
 		t.Fatal("each subscriber got its own encoding; want the same bytes")
 	}
-	if string(fa) != "data: x\n\n" {
+	if string(fa.Bytes) != "data: x\n\n" {
 		t.Fatalf("frame %q", fa)
 	}
 }
@@ -153,7 +153,7 @@ func TestReplayHandOverNoGapNoDuplicate(t *testing.T) {
 		got = append(got, dataOf(string(f)))
 	}
 	for len(resumed.C) > 0 {
-		got = append(got, dataOf(string(<-resumed.C)))
+		got = append(got, dataOf(string((<-resumed.C).Bytes)))
 	}
 	if len(got) != 1999 {
 		t.Fatalf("got %d events after the first, want 1999", len(got))

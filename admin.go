@@ -1,0 +1,124 @@
+package sserelay
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/sse-relay/caddy-sse-relay/hub"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminAPI serves GET /sse_relay/stats and GET /sse_relay/health on
+// Caddy's admin endpoint.
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "admin.api.sse_relay", New: func() caddy.Module { return new(adminAPI) }}
+}
+
+// Routes returns the admin routes.
+func (adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{Pattern: "/sse_relay/stats", Handler: caddy.AdminHandlerFunc(serveStats)},
+		{Pattern: "/sse_relay/health", Handler: caddy.AdminHandlerFunc(serveHealth)},
+	}
+}
+
+// brokerStats is one relay in /sse_relay/stats.
+type brokerStats struct {
+	URL            string            `json:"url"` // password removed
+	State          string            `json:"state"`
+	Since          time.Time         `json:"since"`
+	Reconnects     int               `json:"reconnects"`
+	EventsReceived uint64            `json:"events_received"`
+	Streams        int               `json:"streams"`
+	Replay         int               `json:"replay"`
+	ReplayBytes    int               `json:"replay_bytes"`
+	Delivered      uint64            `json:"frames_queued"`
+	DroppedSlow    uint64            `json:"dropped_slow"`
+	Refused        uint64            `json:"payloads_refused"`
+	Channels       []hub.ChannelStat `json:"channels"`
+}
+
+type stats struct {
+	Brokers []brokerStats `json:"brokers"`
+	Totals  struct {
+		Brokers     int `json:"brokers"`
+		Channels    int `json:"channels"`
+		Subscribers int `json:"subscribers"`
+		Streams     int `json:"streams"`
+	} `json:"totals"`
+}
+
+func collectStats() stats {
+	var out stats
+	relays.Range(func(_, v any) bool {
+		r := v.(*relay)
+		st := r.broker.State()
+		hs := r.hub.Stats()
+		b := brokerStats{
+			URL: r.url, State: "disconnected", Since: st.Since, Reconnects: st.Reconnects,
+			EventsReceived: r.received.Load(), Streams: r.openStreams(), Replay: r.replay,
+			ReplayBytes: hs.ReplayBytes, Delivered: hs.Delivered, DroppedSlow: hs.Dropped,
+			Refused: hs.Refused, Channels: r.hub.ChannelStats(),
+		}
+		if st.Connected {
+			b.State = "connected"
+		}
+		out.Brokers = append(out.Brokers, b)
+		out.Totals.Channels += len(b.Channels)
+		for _, c := range b.Channels {
+			out.Totals.Subscribers += c.Subscribers
+		}
+		out.Totals.Streams += b.Streams
+		return true
+	})
+	sort.Slice(out.Brokers, func(i, j int) bool { return out.Brokers[i].URL < out.Brokers[j].URL })
+	out.Totals.Brokers = len(out.Brokers)
+	return out
+}
+
+func serveStats(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errMethod}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(collectStats())
+}
+
+// serveHealth is 200 when every broker is connected, else 503: a load
+// balancer takes a node whose broker is down out of rotation.
+func serveHealth(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errMethod}
+	}
+	status, body := http.StatusOK, map[string]any{"status": "ok"}
+	var down []string
+	for url, t := range brokerTotals() {
+		if !t.state.Connected {
+			down = append(down, url)
+		}
+	}
+	if len(down) > 0 {
+		sort.Strings(down)
+		status, body = http.StatusServiceUnavailable, map[string]any{"status": "broker down", "brokers_down": down}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(body)
+}
+
+var errMethod = errors.New("method not allowed")
+
+var _ caddy.AdminRouter = adminAPI{}

@@ -1,0 +1,182 @@
+package sserelay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/spf13/cobra"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
+	"github.com/sse-relay/caddy-sse-relay/hub"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "sse-relay",
+		Usage: "notify|token [flags]",
+		Short: "Publishes an event or mints a subscriber token for sse_relay",
+		Long: `
+notify publishes one event through a broker, as a Django app would:
+
+  caddy sse-relay notify --broker postgres://u@db/app --channel orders --event order --data '{"id":1}'
+  echo 'hello' | caddy sse-relay notify --broker redis://localhost:6379 --channel news --data -
+
+token mints a subscriber JWT for handlers with jwt_secret:
+
+  caddy sse-relay token --secret "$SSE_RELAY_JWT_SECRET" --channel user.42 --channel 'tenant.7.*' --ttl 1h
+`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.AddCommand(notifyCommand(), tokenCommand())
+		},
+	})
+}
+
+func notifyCommand() *cobra.Command {
+	var brokerURL, channel, event, id, data string
+	var retry int
+	c := &cobra.Command{
+		Use:   "notify --broker URL --channel C [--event E] [--id I] [--retry MS] [--data D | --data -]",
+		Short: "Publish one event through a broker",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if brokerURL == "" || channel == "" {
+				return errors.New("--broker and --channel are required")
+			}
+			if data == "-" {
+				b, err := io.ReadAll(os.Stdin)
+				if err != nil {
+					return err
+				}
+				data = strings.TrimSuffix(string(b), "\n")
+			}
+			payload, err := notifyPayload(event, id, data, retry, cmd.Flags().Changed("retry"))
+			if err != nil {
+				return err
+			}
+			return notify(brokerURL, channel, payload)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&brokerURL, "broker", os.Getenv("SSE_RELAY_BROKER"), "broker URL (postgres://, redis://, rediss://); default $SSE_RELAY_BROKER")
+	f.StringVar(&channel, "channel", "", "channel to publish on")
+	f.StringVar(&event, "event", "", "SSE event name")
+	f.StringVar(&id, "id", "", "SSE event id")
+	f.IntVar(&retry, "retry", 0, "SSE retry, in milliseconds")
+	f.StringVar(&data, "data", "", "event data; - reads standard input")
+	return c
+}
+
+// notifyPayload builds the JSON payload of the relay's contract and
+// checks it as the relay would.
+func notifyPayload(event, id, data string, retry int, withRetry bool) ([]byte, error) {
+	p := map[string]any{"data": data}
+	if event != "" {
+		p["event"] = event
+	}
+	if id != "" {
+		p["id"] = id
+	}
+	if withRetry {
+		p["retry"] = retry
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := hub.Decode(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func notify(brokerURL, channel string, payload []byte) error {
+	if strings.HasPrefix(brokerURL, "memory:") {
+		return errors.New("the memory broker lives inside one Caddy process; publish with POST to its sse_relay route instead")
+	}
+	b, err := broker.Open(brokerURL, nil)
+	if err != nil {
+		return err
+	}
+	limits := b.Limits()
+	if err := checkChannel(channel, limits.MaxChannel); err != nil {
+		return err
+	}
+	if len(payload) > limits.MaxPayload {
+		return fmt.Errorf("payload is %d bytes; this broker carries at most %d", len(payload), limits.MaxPayload)
+	}
+	b.Start(discard{})
+	defer b.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !b.Connected() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("could not connect to %s within 10s", broker.Redact(brokerURL))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return b.Publish(ctx, channel, payload)
+}
+
+type discard struct{}
+
+func (discard) Deliver(string, []byte) {}
+func (discard) Reset([]string, string) {}
+
+func tokenCommand() *cobra.Command {
+	var secret string
+	var channels, publish []string
+	var ttl time.Duration
+	c := &cobra.Command{
+		Use:   "token --secret S --channel C [--channel C2 …] [--publish C …] [--ttl 1h]",
+		Short: "Mint an HS256 subscriber token",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			tok, err := mintToken(secret, channels, publish, ttl)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&secret, "secret", os.Getenv("SSE_RELAY_JWT_SECRET"), "the handler's jwt_secret; default $SSE_RELAY_JWT_SECRET")
+	f.StringArrayVar(&channels, "channel", nil, "channel the token may read (exact or * glob); repeat for more")
+	f.StringArrayVar(&publish, "publish", nil, "channel the token may publish on; repeat for more")
+	f.DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
+	return c
+}
+
+func mintToken(secret string, channels, publish []string, ttl time.Duration) (string, error) {
+	if _, err := newVerifier(secret, ""); err != nil || secret == "" {
+		return "", fmt.Errorf("--secret: %v", errOr(err, errors.New("required")))
+	}
+	if len(channels) == 0 && len(publish) == 0 {
+		return "", errors.New("give at least one --channel or --publish")
+	}
+	if ttl <= 0 {
+		return "", errors.New("--ttl must be positive")
+	}
+	claims := jwt.MapClaims{"exp": time.Now().Add(ttl).Unix(), "iat": time.Now().Unix()}
+	if len(channels) > 0 {
+		claims["channels"] = channels
+	}
+	if len(publish) > 0 {
+		claims["publish"] = publish
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
+}
+
+func errOr(err, fallback error) error {
+	if err != nil {
+		return err
+	}
+	return fallback
+}

@@ -1,0 +1,147 @@
+package sserelay
+
+import (
+	"errors"
+	"strings"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
+	"github.com/sse-relay/caddy-sse-relay/hub"
+)
+
+// metrics are created once per process and registered on each config's
+// registry, so their values carry over reloads. No label takes unbounded
+// values: brokers are labelled by their configured (redacted) URL, never
+// by channel.
+var metrics = struct {
+	open      prometheus.Gauge
+	opened    prometheus.Counter
+	delivered prometheus.Counter
+	dropped   *prometheus.CounterVec
+	refused   *prometheus.CounterVec
+	latency   prometheus.Histogram
+	brokers   prometheus.Collector
+}{
+	open: prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "sse_relay", Name: "streams_open",
+		Help: "Event streams open now.",
+	}),
+	opened: prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "sse_relay", Name: "streams_opened_total",
+		Help: "Event streams opened.",
+	}),
+	delivered: prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "sse_relay", Name: "frames_delivered_total",
+		Help: "Event frames written to subscribers.",
+	}),
+	dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "sse_relay", Name: "subscribers_dropped_total",
+		Help: "Subscribers cut off or refused, by reason: slow (queue full), write_error, limit (connection limits).",
+	}, []string{"reason"}),
+	refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "sse_relay", Name: "payloads_refused_total",
+		Help: "Payloads from the broker that were not relayed, by reason.",
+	}, []string{"reason"}),
+	latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "sse_relay", Name: "publish_to_write_seconds",
+		Help:    "Time from the relay receiving an event from the broker to writing it to a subscriber.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}),
+	brokers: brokerCollector{},
+}
+
+// registerMetrics puts the collectors on reg, once per registry.
+func registerMetrics(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{metrics.open, metrics.opened, metrics.delivered,
+		metrics.dropped, metrics.refused, metrics.latency, metrics.brokers} {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// refusedReason turns a decode error into a metric label.
+func refusedReason(err error) string {
+	var r *hub.RefusedError
+	if errors.As(err, &r) {
+		return strings.ReplaceAll(r.Reason, " ", "_")
+	}
+	return "other"
+}
+
+var (
+	descReceived = prometheus.NewDesc("caddy_sse_relay_events_received_total",
+		"Events received from the broker.", []string{"broker"}, nil)
+	descReconnects = prometheus.NewDesc("caddy_sse_relay_broker_reconnects_total",
+		"Broker connections re-established after a loss.", []string{"broker"}, nil)
+	descConnected = prometheus.NewDesc("caddy_sse_relay_broker_connected",
+		"1 when the broker connection is up.", []string{"broker"}, nil)
+)
+
+// brokerCollector reports every open relay's broker when scraped.
+type brokerCollector struct{}
+
+func (brokerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descReceived
+	ch <- descReconnects
+	ch <- descConnected
+}
+
+func (brokerCollector) Collect(ch chan<- prometheus.Metric) {
+	for url, agg := range brokerTotals() {
+		ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(agg.received), url)
+		ch <- prometheus.MustNewConstMetric(descReconnects, prometheus.CounterValue, float64(agg.state.Reconnects), url)
+		up := 0.0
+		if agg.state.Connected {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, up, url)
+	}
+}
+
+type brokerTotal struct {
+	received uint64
+	state    broker.State
+}
+
+// brokerTotals sums the open relays by redacted broker URL (relays with
+// the same URL but other hub options share a label).
+func brokerTotals() map[string]brokerTotal {
+	out := map[string]brokerTotal{}
+	relays.Range(func(_, v any) bool {
+		r := v.(*relay)
+		t, seen := out[r.url]
+		st := r.broker.State()
+		t.received += r.received.Load()
+		t.state.Reconnects += st.Reconnects
+		t.state.Connected = st.Connected && (t.state.Connected || !seen)
+		if st.Since.After(t.state.Since) {
+			t.state.Since = st.Since
+		}
+		out[r.url] = t
+		return true
+	})
+	return out
+}
+
+// counted is a Sink that counts what the broker hands to the hub.
+type counted struct {
+	hub      *hub.Hub
+	received *atomic.Uint64
+}
+
+func (c counted) Deliver(channel string, payload []byte) {
+	c.received.Add(1)
+	c.hub.Deliver(channel, payload)
+}
+
+func (c counted) Reset(channels []string, reason string) { c.hub.Reset(channels, reason) }

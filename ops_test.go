@@ -1,0 +1,112 @@
+package sserelay
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func adminGet(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://localhost:2999" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestMetricsStatsHealth: the Prometheus metrics, /sse_relay/stats and
+// /sse_relay/health on the admin endpoint, through a broker outage.
+func TestMetricsStatsHealth(t *testing.T) {
+	withPassword := strings.Replace(servers.PG.URL(), "postgres@", "postgres:hunter2@", 1)
+	load(t, site("broker "+withPassword+"\nbuffer 1\npublish_key k"))
+	conn := pgConn(t)
+	a := subscribe(t, "/events/m1")
+	b := subscribe(t, "/events/?channel=m1,m2")
+	pgExec(t, conn, `SELECT pg_notify('m1', 'one')`)
+	pgExec(t, conn, `SELECT pg_notify('m1', '{"event":"bad\nx","data":"refused"}')`)
+	a.next(t)
+	b.next(t)
+	do(t, "GET", "/events/?channel=a%20b", "") // a 400 is no stream
+
+	code, body := adminGet(t, "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	var excerpt []string
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, "caddy_sse_relay_") {
+			excerpt = append(excerpt, line)
+		}
+	}
+	text := strings.Join(excerpt, "\n")
+	for _, want := range []string{
+		`caddy_sse_relay_streams_open 2`,
+		`caddy_sse_relay_broker_connected{broker="postgres://postgres:xxxxx@`,
+		`caddy_sse_relay_payloads_refused_total{reason="event_has_control_characters"} 1`,
+		`caddy_sse_relay_publish_to_write_seconds_count`,
+		`caddy_sse_relay_frames_delivered_total`,
+		`caddy_sse_relay_events_received_total{broker=`,
+		`caddy_sse_relay_streams_opened_total`,
+		`caddy_sse_relay_broker_reconnects_total{broker=`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q; sse_relay lines:\n%s", want, text)
+		}
+	}
+	if strings.Contains(body, "hunter2") {
+		t.Fatal("/metrics shows the broker password")
+	}
+	if regexp.MustCompile(`caddy_sse_relay_[a-z_]+\{[^}]*m1`).MatchString(text) {
+		t.Fatal("a channel name is a metric label")
+	}
+	t.Logf("metrics excerpt:\n%s", text)
+
+	code, body = adminGet(t, "/sse_relay/stats")
+	if code != 200 || strings.Contains(body, "hunter2") {
+		t.Fatalf("/sse_relay/stats: %d %s", code, body)
+	}
+	var st stats
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Totals.Streams != 2 || st.Totals.Subscribers != 3 || len(st.Brokers) != 1 || st.Brokers[0].State != "connected" {
+		t.Fatalf("stats %+v", st)
+	}
+	t.Logf("/sse_relay/stats:\n%s", body)
+
+	if code, body := adminGet(t, "/sse_relay/health"); code != 200 {
+		t.Fatalf("health with the broker up: %d %s", code, body)
+	}
+	if err := servers.PG.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := adminGet(t, "/sse_relay/health")
+		if code == 503 && strings.Contains(body, "broker down") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health with the broker down: %d %s", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := servers.PG.Start(); err != nil {
+		t.Fatal(err)
+	}
+	expectReset(t, a)
+	if code, body := adminGet(t, "/sse_relay/health"); code != 200 {
+		t.Fatalf("health after recovery: %d %s", code, body)
+	}
+	_, body = adminGet(t, "/metrics")
+	if !regexp.MustCompile(`caddy_sse_relay_broker_reconnects_total\{[^}]*\} [1-9]`).MatchString(body) {
+		t.Fatal("the reconnect was not counted")
+	}
+}
