@@ -3,7 +3,7 @@ CADDY := bin/caddy
 # apt-get as root, else through sudo when there is one.
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: test deps build run vet fuzz
+.PHONY: test deps build run vet fuzz bench
 
 ## test: install PostgreSQL and Redis if missing, then vet and run every test with -race
 test: deps vet
@@ -37,3 +37,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEncode -fuzztime 60s ./hub/
 	$(GO) test -run '^$$' -fuzz FuzzChannels -fuzztime 60s .
 	$(GO) test -run '^$$' -fuzz FuzzTokens -fuzztime 60s .
+
+## bench: the docs/PERFORMANCE.md table: relay and floor under the same load, medians of 3
+bench: build
+	$(GO) build -o bin/ssebench ./cmd/ssebench
+	ulimit -n $$(ulimit -Hn) 2>/dev/null; ./bin/ssebench -suite -caddy $(CADDY)

@@ -1,0 +1,421 @@
+// Command ssebench loads an SSE relay (or the built-in floor server) with
+// subscribers on loopback and publishes events that carry their send
+// time. It prints one JSON line per run. -suite runs the table of
+// docs/PERFORMANCE.md: relay and floor side by side, several times.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+)
+
+// config is one load run.
+type config struct {
+	Target     string // stream URL, e.g. http://127.0.0.1:8080/events/bench
+	Publish    string // http, postgres, redis
+	PublishURL string // POST URL for http publishing
+	Key        string // publish key
+	PG, Redis  string // broker URLs when publishing through them
+	Channel    string
+	Subs       int
+	Events     int
+	Rate       float64 // events/s; 0 is flat out
+	Sources    int     // loopback source addresses 127.0.0.2 …
+	PID        int     // relay process, for RSS
+	Timeout    time.Duration
+	Publishers int // concurrent publishers when flat out
+}
+
+// result is the JSON line a run prints.
+type result struct {
+	Mode            string  `json:"mode"`
+	Subscribers     int     `json:"subscribers"`
+	Connected       int     `json:"connected"`
+	Events          int     `json:"events"`
+	Delivered       uint64  `json:"delivered"`
+	Expected        uint64  `json:"expected"`
+	Duplicates      uint64  `json:"duplicates"`
+	DeliveriesPerS  float64 `json:"deliveries_per_s"`
+	P50ms           float64 `json:"p50_ms"`
+	P90ms           float64 `json:"p90_ms"`
+	P99ms           float64 `json:"p99_ms"`
+	Maxms           float64 `json:"max_ms"`
+	RSSPerSubKiB    float64 `json:"rss_per_sub_kib,omitempty"`
+	RSSIdleMiB      float64 `json:"rss_idle_mib,omitempty"`
+	RSSLoadedMiB    float64 `json:"rss_loaded_mib,omitempty"`
+	BrokerConns     int     `json:"broker_connections,omitempty"`
+	ConnectSeconds  float64 `json:"connect_s"`
+	PublishSeconds  float64 `json:"publish_s"`
+	DeliverySeconds float64 `json:"delivery_s"`
+}
+
+func main() {
+	var c config
+	var floorAddr string
+	var suite bool
+	var caddyBin string
+	flag.StringVar(&c.Target, "target", "http://127.0.0.1:8080/events/bench", "stream URL")
+	flag.StringVar(&c.Publish, "publish", "http", "http, postgres or redis")
+	flag.StringVar(&c.PublishURL, "publish-url", "", "POST URL for -publish http (default: -target)")
+	flag.StringVar(&c.Key, "key", os.Getenv("SSE_RELAY_PUBLISH_KEY"), "publish key")
+	flag.StringVar(&c.PG, "pg", "", "Postgres URL for -publish postgres")
+	flag.StringVar(&c.Redis, "redis", "", "Redis URL for -publish redis")
+	flag.StringVar(&c.Channel, "channel", "bench", "channel")
+	flag.IntVar(&c.Subs, "subs", 1000, "subscribers")
+	flag.IntVar(&c.Events, "events", 100, "events to publish")
+	flag.Float64Var(&c.Rate, "rate", 0, "events per second; 0 publishes flat out")
+	flag.IntVar(&c.Sources, "sources", 8, "loopback source addresses to spread connections over")
+	flag.IntVar(&c.PID, "pid", 0, "relay process id, to report its RSS")
+	flag.DurationVar(&c.Timeout, "timeout", 60*time.Second, "give up waiting for deliveries after this")
+	flag.IntVar(&c.Publishers, "publishers", 4, "concurrent publishers when flat out")
+	flag.StringVar(&floorAddr, "serve-floor", "", "run the floor server on this address instead")
+	flag.BoolVar(&suite, "suite", false, "run the PERFORMANCE.md table (starts Caddy, Postgres, the floor)")
+	flag.StringVar(&caddyBin, "caddy", "bin/caddy", "Caddy binary for -suite")
+	flag.Parse()
+	raiseFileLimit()
+
+	var err error
+	switch {
+	case floorAddr != "":
+		err = serveFloor(floorAddr)
+	case suite:
+		err = runSuite(caddyBin)
+	default:
+		var r result
+		r, err = run(context.Background(), c)
+		if err == nil {
+			json.NewEncoder(os.Stdout).Encode(r)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ssebench:", err)
+		os.Exit(1)
+	}
+}
+
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+// subscriber counts what one stream received.
+type subscriber struct {
+	seen []uint64 // bitmap of event numbers
+}
+
+type load struct {
+	c          config
+	lat        hist
+	delivered  atomic.Uint64
+	duplicates atomic.Uint64
+	lastAt     atomic.Int64
+	connected  atomic.Int64
+}
+
+func run(ctx context.Context, c config) (result, error) {
+	if c.PublishURL == "" {
+		c.PublishURL = c.Target
+	}
+	l := &load{c: c}
+	rssIdle := rss(c.PID)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	ready := make(chan error, c.Subs)
+	sem := make(chan struct{}, 256)
+	for i := 0; i < c.Subs; i++ {
+		sem <- struct{}{}
+		go func() {
+			err := l.subscribe(ctx, i, ready)
+			<-sem
+			if err != nil {
+				ready <- err
+			}
+		}()
+	}
+	var firstErr error
+	for i := 0; i < c.Subs; i++ {
+		if err := <-ready; err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	connectTime := time.Since(start)
+	if firstErr != nil {
+		return result{}, fmt.Errorf("%d of %d subscribers connected; first error: %w", l.connected.Load(), c.Subs, firstErr)
+	}
+	time.Sleep(500 * time.Millisecond) // let the relay settle before measuring memory
+	rssLoaded := rss(c.PID)
+
+	pubStart := time.Now()
+	if err := l.publish(ctx); err != nil {
+		return result{}, err
+	}
+	pubTime := time.Since(pubStart)
+	expected := uint64(c.Subs) * uint64(c.Events)
+	deadline := time.Now().Add(c.Timeout)
+	for l.delivered.Load() < expected && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	span := time.Duration(l.lastAt.Load() - pubStart.UnixNano())
+	r := result{
+		Subscribers: c.Subs, Connected: int(l.connected.Load()), Events: c.Events,
+		Delivered: l.delivered.Load(), Expected: expected, Duplicates: l.duplicates.Load(),
+		P50ms: ms(l.lat.quantile(0.5)), P90ms: ms(l.lat.quantile(0.9)), P99ms: ms(l.lat.quantile(0.99)),
+		Maxms:          ms(time.Duration(l.lat.max.Load())),
+		ConnectSeconds: connectTime.Seconds(), PublishSeconds: pubTime.Seconds(), DeliverySeconds: span.Seconds(),
+	}
+	if span > 0 {
+		r.DeliveriesPerS = float64(r.Delivered) / span.Seconds()
+	}
+	if rssIdle > 0 && rssLoaded > 0 {
+		r.RSSIdleMiB = float64(rssIdle) / (1 << 20)
+		r.RSSLoadedMiB = float64(rssLoaded) / (1 << 20)
+		r.RSSPerSubKiB = float64(rssLoaded-rssIdle) / float64(c.Subs) / 1024
+	}
+	r.BrokerConns = brokerConns(c)
+	return r, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// subscribe opens one stream from a rotating loopback source address and
+// reads it until ctx ends.
+func (l *load) subscribe(ctx context.Context, i int, ready chan<- error) error {
+	u, err := urlParts(l.c.Target)
+	if err != nil {
+		return err
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if l.c.Sources > 0 {
+		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%l.c.Sources))}
+	}
+	conn, err := d.DialContext(ctx, "tcp", u.host)
+	if err != nil {
+		return err
+	}
+	context.AfterFunc(ctx, func() { conn.Close() })
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", u.path, u.host)
+	br := bufio.NewReaderSize(conn, 4096)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	if resp.StatusCode != 200 {
+		conn.Close()
+		return fmt.Errorf("GET %s: %s", l.c.Target, resp.Status)
+	}
+	lines := bufio.NewReaderSize(resp.Body, 4096)     // chunked decoding is net/http's
+	if _, err := lines.ReadString('\n'); err != nil { // ": ok"
+		conn.Close()
+		return err
+	}
+	l.connected.Add(1)
+	ready <- nil
+	s := subscriber{seen: make([]uint64, (l.c.Events+63)/64)}
+	go func() {
+		defer conn.Close()
+		for {
+			line, err := lines.ReadSlice('\n')
+			if err != nil {
+				return
+			}
+			if len(line) > 6 && string(line[:6]) == "data: " {
+				l.record(&s, line[6:len(line)-1])
+			}
+		}
+	}()
+	return nil
+}
+
+// record takes "<n> <unix-nanos>".
+func (l *load) record(s *subscriber, data []byte) {
+	now := time.Now().UnixNano()
+	sp := strings.IndexByte(string(data), ' ')
+	if sp < 0 {
+		return
+	}
+	n, err1 := strconv.Atoi(string(data[:sp]))
+	sent, err2 := strconv.ParseInt(string(data[sp+1:]), 10, 64)
+	if err1 != nil || err2 != nil || n < 0 || n >= l.c.Events {
+		return
+	}
+	if s.seen[n/64]&(1<<(n%64)) != 0 {
+		l.duplicates.Add(1)
+		return
+	}
+	s.seen[n/64] |= 1 << (n % 64)
+	l.lat.record(time.Duration(now - sent))
+	l.delivered.Add(1)
+	l.lastAt.Store(now)
+}
+
+type parts struct{ host, path string }
+
+func urlParts(raw string) (parts, error) {
+	rest, ok := strings.CutPrefix(raw, "http://")
+	if !ok {
+		return parts{}, fmt.Errorf("target %q: only http:// is supported", raw)
+	}
+	host, path, _ := strings.Cut(rest, "/")
+	return parts{host: host, path: "/" + path}, nil
+}
+
+// publish sends the events at the configured rate, or flat out.
+func (l *load) publish(ctx context.Context) error {
+	send, closeFn, err := l.publisher(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	payload := func(n int) string {
+		return fmt.Sprintf(`{"data":"%d %d"}`, n, time.Now().UnixNano())
+	}
+	if l.c.Rate > 0 {
+		tick := time.NewTicker(time.Duration(float64(time.Second) / l.c.Rate))
+		defer tick.Stop()
+		for n := 0; n < l.c.Events; n++ {
+			<-tick.C
+			if err := send(payload(n)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, l.c.Publishers)
+	for p := 0; p < max(1, l.c.Publishers); p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				n := int(next.Add(1) - 1)
+				if n >= l.c.Events {
+					return
+				}
+				if err := send(payload(n)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func (l *load) publisher(ctx context.Context) (func(string) error, func(), error) {
+	switch l.c.Publish {
+	case "http":
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+		return func(p string) error {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, l.c.PublishURL, strings.NewReader(p))
+			req.Header.Set("Authorization", "Bearer "+l.c.Key)
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				return fmt.Errorf("publish: %s", resp.Status)
+			}
+			return nil
+		}, func() {}, nil
+	case "postgres":
+		var mu sync.Mutex
+		conn, err := pgx.Connect(ctx, l.c.PG)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(p string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			_, err := conn.Exec(ctx, "SELECT pg_notify($1, $2)", l.c.Channel, p)
+			return err
+		}, func() { conn.Close(context.Background()) }, nil
+	case "redis":
+		opt, err := redis.ParseURL(l.c.Redis)
+		if err != nil {
+			return nil, nil, err
+		}
+		rc := redis.NewClient(opt)
+		return func(p string) error { return rc.Publish(ctx, l.c.Channel, p).Err() }, func() { rc.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("-publish %q: want http, postgres or redis", l.c.Publish)
+}
+
+// rss is a process's resident set size in bytes, or 0.
+func rss(pid int) int64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// brokerConns counts the relay's broker connections, where it can.
+func brokerConns(c config) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	switch {
+	case c.PG != "":
+		conn, err := pgx.Connect(ctx, c.PG)
+		if err != nil {
+			return -1
+		}
+		defer conn.Close(ctx)
+		var n int
+		if conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'caddy-sse-relay'`).Scan(&n) != nil {
+			return -1
+		}
+		return n
+	case c.Redis != "":
+		opt, _ := redis.ParseURL(c.Redis)
+		rc := redis.NewClient(opt)
+		defer rc.Close()
+		list, err := rc.ClientList(ctx).Result()
+		if err != nil {
+			return -1
+		}
+		n := 0
+		for _, l := range strings.Split(list, "\n") {
+			if strings.Contains(l, "name=caddy-sse-relay") && !strings.Contains(l, " sub=0 ") {
+				n++
+			}
+		}
+		return n
+	}
+	return 0
+}
