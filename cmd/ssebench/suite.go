@@ -134,6 +134,9 @@ func startCaddy(bin, broker string) (*server, error) {
 	cfg := fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	http_port %d
+	# 127.0.0.1 only: clients on 127.0.0.2… hold ephemeral ports that a
+	# wildcard bind would collide with.
+	default_bind 127.0.0.1
 	persist_config off
 	log {
 		level ERROR
