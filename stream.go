@@ -42,17 +42,18 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 		refuse(w, status, "too many streams: try again later")
 		return nil
 	}
-	defer release()
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = r.URL.Query().Get("last_event_id")
 	}
 	sub, err := h.relay.hub.Subscribe(channels, lastID, h.Buffer)
 	if err != nil {
+		release()
 		refuse(w, http.StatusServiceUnavailable, "relay is shutting down")
 		return nil
 	}
-	defer h.relay.hub.Unsubscribe(sub)
+	st := &stream{h: h, sub: sub, expires: expires, channels: channels, remote: r.RemoteAddr,
+		done: func() { h.relay.hub.Unsubscribe(sub); release() }}
 
 	// Headers go out once the broker listens, so that whatever is
 	// published after the client got them reaches it.
@@ -63,6 +64,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 		h.logger.Warn("broker did not confirm listening in time; streaming anyway", zap.Strings("channels", channels))
 	case <-r.Context().Done():
 		wait.Stop()
+		st.done()
 		return nil
 	}
 	wait.Stop()
@@ -72,35 +74,21 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 	hdr.Set("Cache-Control", "no-cache, no-transform")
 	hdr.Set("X-Accel-Buffering", "no")
 	hdr.Del("Content-Length")
-	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		st.done()
 		return nil
 	}
-	s := stream{h: h, w: w, rc: http.NewResponseController(w), buf: make([]byte, 0, 512)}
-	s.buf = append(s.buf, ": ok\n"...)
-	if h.Retry > 0 {
-		s.buf = append(s.buf, "retry: "...)
-		s.buf = strconv.AppendInt(s.buf, time.Duration(h.Retry).Milliseconds(), 10)
-		s.buf = append(s.buf, '\n')
+	st.start()
+	if r.ProtoMajor == 1 && h.takeOver(w, st) {
+		return nil // the stream goes on in its own goroutine
 	}
-	s.buf = append(s.buf, '\n')
-	for _, f := range sub.Backlog {
-		s.buf = append(s.buf, f...)
-	}
-	sub.Backlog = nil
-	if err := s.flush(); err != nil {
-		return nil
-	}
+	w.WriteHeader(http.StatusOK)
+	st.out = &responseOut{w: w, rc: http.NewResponseController(w), timeout: time.Duration(h.WriteTimeout)}
 	// A keep-alive connection must not carry our deadline into the next
 	// request.
-	defer func() { _ = s.rc.SetWriteDeadline(time.Time{}) }()
-	metrics.open.Inc()
-	metrics.opened.Inc()
-	defer metrics.open.Dec()
-	h.logger.Debug("stream opened", zap.Strings("channels", channels), zap.String("remote", r.RemoteAddr))
-	reason, abort := s.loop(r, sub, expires)
-	h.logger.Debug("stream closed", zap.Strings("channels", channels), zap.String("reason", reason))
-	if abort {
+	defer func() { _ = st.out.(*responseOut).rc.SetWriteDeadline(time.Time{}) }()
+	if st.run(r.Context().Done()) {
 		// Cut off (too slow, or the socket stalled): close the connection
 		// instead of ending the response and keeping it alive; the client
 		// resumes with Last-Event-ID.
@@ -109,26 +97,142 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-type stream struct {
-	h   *Handler
-	w   http.ResponseWriter
-	rc  *http.ResponseController
-	buf []byte
+// takeOver hijacks an HTTP/1.x connection once the headers are ready and
+// serves the stream from a goroutine of its own, so the request's
+// goroutine, with Caddy's deep handler stack, and net/http's buffers and
+// background reader are freed: an idle stream then costs a few KiB. It
+// reports false when the connection cannot be taken over (a wrapper
+// without Hijack), leaving the ordinary path to serve it.
+func (h *Handler) takeOver(w http.ResponseWriter, st *stream) bool {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	head := make([]byte, 0, 512)
+	head = append(head, "HTTP/1.1 200 OK\r\n"...)
+	w.Header().Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	w.Header().Set("Connection", "close") // the body ends when the stream does
+	var hb headerBuf
+	_ = w.Header().Write(&hb)
+	head = append(head, hb...)
+	head = append(head, "\r\n"...)
+	st.buf = append(head, st.buf...)
+	st.out = &connOut{conn: conn, timeout: time.Duration(h.WriteTimeout)}
+	gone := make(chan struct{})
+	go watchClose(conn, gone)
+	go func() {
+		st.run(gone)
+		_ = conn.Close()
+	}()
+	return true
 }
 
-// flush writes buf in one Write and one Flush, under a write deadline.
-func (s *stream) flush() error {
-	if err := s.rc.SetWriteDeadline(time.Now().Add(time.Duration(s.h.WriteTimeout))); err != nil && !errors.Is(err, http.ErrNotSupported) {
+// watchClose closes gone when the client closes its side or the
+// connection fails. Clients send nothing on an event stream, so a read
+// only ever returns at the end.
+func watchClose(conn net.Conn, gone chan<- struct{}) {
+	var b [1]byte
+	for {
+		if _, err := conn.Read(b[:]); err != nil {
+			close(gone)
+			return
+		}
+	}
+}
+
+type headerBuf []byte
+
+func (b *headerBuf) Write(p []byte) (int, error) {
+	*b = append(*b, p...)
+	return len(p), nil
+}
+
+// out is where a stream's bytes go: the response (HTTP/2, HTTP/3, or a
+// connection that could not be taken over) or a hijacked connection.
+type out interface {
+	write(p []byte) error
+}
+
+type responseOut struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+// write sends p in one Write and one Flush, under a write deadline.
+func (o *responseOut) write(p []byte) error {
+	if err := o.rc.SetWriteDeadline(time.Now().Add(o.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}
-	_, err := s.w.Write(s.buf)
-	if err == nil {
-		err = s.rc.Flush()
+	if _, err := o.w.Write(p); err != nil {
+		return err
 	}
+	return o.rc.Flush()
+}
+
+type connOut struct {
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (o *connOut) write(p []byte) error {
+	if err := o.conn.SetWriteDeadline(time.Now().Add(o.timeout)); err != nil {
+		return err
+	}
+	_, err := o.conn.Write(p)
+	return err
+}
+
+// stream is one subscriber's event stream.
+type stream struct {
+	h        *Handler
+	sub      *hub.Subscription
+	out      out
+	buf      []byte
+	expires  time.Time
+	channels []string
+	remote   string
+	done     func() // unsubscribe and release the connection slot
+}
+
+// start puts the opening lines and any replayed frames in buf.
+func (s *stream) start() {
+	s.buf = append(s.buf, ": ok\n"...)
+	if s.h.Retry > 0 {
+		s.buf = append(s.buf, "retry: "...)
+		s.buf = strconv.AppendInt(s.buf, time.Duration(s.h.Retry).Milliseconds(), 10)
+		s.buf = append(s.buf, '\n')
+	}
+	s.buf = append(s.buf, '\n')
+	for _, f := range s.sub.Backlog {
+		s.buf = append(s.buf, f...)
+	}
+	s.sub.Backlog = nil
+}
+
+// run writes the stream until it ends, then cleans up. It reports whether
+// the connection should be dropped rather than ended cleanly.
+func (s *stream) run(gone <-chan struct{}) bool {
+	defer s.done()
+	if err := s.flush(); err != nil {
+		return true
+	}
+	metrics.open.Inc()
+	metrics.opened.Inc()
+	defer metrics.open.Dec()
+	s.h.logger.Debug("stream opened", zap.Strings("channels", s.channels), zap.String("remote", s.remote))
+	reason, abort := s.loop(gone)
+	s.h.logger.Debug("stream closed", zap.Strings("channels", s.channels), zap.String("reason", reason))
+	return abort
+}
+
+// flush writes buf at once.
+func (s *stream) flush() error {
+	err := s.out.write(s.buf)
 	s.buf = s.buf[:0]
 	if cap(s.buf) > 64<<10 {
 		// Do not hold on to a burst's buffer for the life of the stream.
-		s.buf = make([]byte, 0, 512)
+		s.buf = nil
 	}
 	return err
 }
@@ -136,7 +240,8 @@ func (s *stream) flush() error {
 // loop writes frames as they come, coalescing everything pending into one
 // write, and heartbeats when idle. It returns why the stream ended and
 // whether the connection should be dropped rather than ended cleanly.
-func (s *stream) loop(r *http.Request, sub *hub.Subscription, expires time.Time) (string, bool) {
+func (s *stream) loop(gone <-chan struct{}) (string, bool) {
+	sub := s.sub
 	var heartbeat <-chan time.Time
 	var beat *time.Timer
 	if hb := time.Duration(*s.h.Heartbeat); hb > 0 {
@@ -145,8 +250,8 @@ func (s *stream) loop(r *http.Request, sub *hub.Subscription, expires time.Time)
 		heartbeat = beat.C
 	}
 	var endTimer, expired <-chan time.Time
-	if !expires.IsZero() {
-		t := time.NewTimer(time.Until(expires))
+	if !s.expires.IsZero() {
+		t := time.NewTimer(time.Until(s.expires))
 		defer t.Stop()
 		expired = t.C
 	}
@@ -164,7 +269,7 @@ func (s *stream) loop(r *http.Request, sub *hub.Subscription, expires time.Time)
 			}
 		case <-heartbeat:
 			s.buf = append(s.buf, ":\n\n"...)
-		case <-r.Context().Done():
+		case <-gone:
 			return "client gone", false
 		case <-sub.Done():
 			return "hub: " + sub.Reason(), sub.Reason() == hub.DropSlow

@@ -39,7 +39,8 @@ type config struct {
 	Sources    int     // loopback source addresses 127.0.0.2 …
 	PID        int     // relay process, for RSS
 	Timeout    time.Duration
-	Publishers int // concurrent publishers when flat out
+	Publishers int           // concurrent publishers when flat out
+	Hold       time.Duration // keep the streams open this long after the run (for profiling)
 }
 
 // result is the JSON line a run prints.
@@ -84,6 +85,7 @@ func main() {
 	flag.IntVar(&c.PID, "pid", 0, "relay process id, to report its RSS")
 	flag.DurationVar(&c.Timeout, "timeout", 60*time.Second, "give up waiting for deliveries after this")
 	flag.IntVar(&c.Publishers, "publishers", 4, "concurrent publishers when flat out")
+	flag.DurationVar(&c.Hold, "hold", 0, "keep the streams open this long after the run, e.g. to take a profile")
 	flag.StringVar(&floorAddr, "serve-floor", "", "run the floor server on this address instead")
 	flag.BoolVar(&suite, "suite", false, "run the PERFORMANCE.md table (starts Caddy, Postgres, the floor)")
 	flag.StringVar(&caddyBin, "caddy", "bin/caddy", "Caddy binary for -suite")
@@ -193,6 +195,7 @@ func run(ctx context.Context, c config) (result, error) {
 		r.RSSPerSubKiB = float64(rssLoaded-rssIdle) / float64(c.Subs) / 1024
 	}
 	r.BrokerConns = brokerConns(c)
+	time.Sleep(c.Hold)
 	return r, nil
 }
 
