@@ -74,6 +74,7 @@ func startNode(t *testing.T, lines string) *node {
 	config := fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	http_port %d
+	default_bind 127.0.0.1
 	persist_config off
 	skip_install_trust
 }
@@ -225,7 +226,7 @@ func waitExit(t *testing.T, n *node, limit time.Duration, how string, start time
 func TestStopWith2000Streams(t *testing.T) {
 	for _, how := range []string{"admin /stop", "SIGTERM"} {
 		t.Run(how, func(t *testing.T) {
-			n := startNode(t, "heartbeat 0")
+			n := startNode(t, "heartbeat 0\nmax_connections_per_ip 5000")
 			streams := openMany(t, n.base+"/events/stop", 2000)
 			start := time.Now()
 			if how == "SIGTERM" {
