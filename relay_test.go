@@ -335,7 +335,7 @@ func TestChannelsFromQueryAndTemplate(t *testing.T) {
 // TestSlowSubscriberCutOff has one client that never reads. It is cut off
 // while a reading client gets every event promptly.
 func TestSlowSubscriberCutOff(t *testing.T) {
-	load(t, site("publish_key k\nbuffer 8\nwrite_timeout 1s"))
+	load(t, site("publish_key k\nbuffer 32\nwrite_timeout 1s"))
 	slow := rawConn(t, "/events/big")
 	fast := subscribe(t, "/events/big")
 	time.Sleep(200 * time.Millisecond) // let the raw request subscribe
@@ -343,15 +343,24 @@ func TestSlowSubscriberCutOff(t *testing.T) {
 	const n = 300
 	got := make(chan time.Duration, n)
 	go func() {
+		defer close(got)
 		for i := 0; i < n; i++ {
 			start := time.Now()
-			ev := fast.next(t)
-			if len(ev.Data) != len(payload) {
-				t.Errorf("event %d has %d bytes", i, len(ev.Data))
+			select {
+			case ev, ok := <-fast.events:
+				if !ok {
+					t.Errorf("fast client's stream ended after %d events", i)
+					return
+				}
+				if len(ev.Data) != len(payload) {
+					t.Errorf("event %d has %d bytes", i, len(ev.Data))
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("fast client: no event %d within 10s", i)
+				return
 			}
 			got <- time.Since(start)
 		}
-		close(got)
 	}()
 	for i := 0; i < n; i++ {
 		if code, _, body := do(t, "POST", "/events/big", payload, "Authorization", "Bearer k"); code != 202 {

@@ -189,6 +189,7 @@ type stream struct {
 	sub      *hub.Subscription
 	out      out
 	buf      []byte
+	frames   []*hub.Frame // scratch for Take
 	expires  time.Time
 	channels []string
 	remote   string
@@ -259,13 +260,18 @@ func (s *stream) loop(gone <-chan struct{}) (string, bool) {
 	for {
 		frames, oldest := 0, time.Time{}
 		select {
-		case f := <-sub.C:
-			oldest = f.At
-			s.buf = append(s.buf, f.Bytes...)
-			frames = 1
-			for n := len(sub.C); n > 0; n-- {
-				s.buf = append(s.buf, (<-sub.C).Bytes...)
-				frames++
+		case <-sub.Wake():
+			s.frames = sub.Take(s.frames[:0])
+			if len(s.frames) == 0 {
+				continue
+			}
+			oldest, frames = s.frames[0].At, len(s.frames)
+			for _, f := range s.frames {
+				s.buf = append(s.buf, f.Bytes...)
+			}
+			clear(s.frames)
+			if cap(s.frames) > 64 {
+				s.frames = nil
 			}
 		case <-heartbeat:
 			s.buf = append(s.buf, ":\n\n"...)

@@ -103,17 +103,64 @@ type Frame struct {
 type Subscription struct {
 	hub      *Hub
 	channels []string
-	// Backlog holds replayed frames, to be written before anything from C.
+	// Backlog holds replayed frames, to be written before anything live.
 	Backlog [][]byte
-	// C carries live frames.
-	C chan *Frame
 	// Ready is closed once the broker listens to every channel.
 	Ready <-chan struct{}
+
+	// The live queue grows with what is pending instead of being
+	// allocated at its full size, so an idle subscriber costs almost
+	// nothing; limit frames pending cut the subscriber off.
+	mu    sync.Mutex
+	queue []*Frame
+	limit int
+	wake  chan struct{} // holds a token while frames are pending
 
 	done    chan struct{}
 	dropped atomic.Bool
 	reason  atomic.Value
 	once    sync.Once
+}
+
+// Wake has a value when frames are pending; then call Take.
+func (s *Subscription) Wake() <-chan struct{} { return s.wake }
+
+// Take appends the pending frames to dst, oldest first, and empties the
+// queue.
+func (s *Subscription) Take(dst []*Frame) []*Frame {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dst = append(dst, s.queue...)
+	clear(s.queue)
+	if cap(s.queue) > 64 {
+		s.queue = nil // a burst's queue is not kept for an idle stream
+	} else {
+		s.queue = s.queue[:0]
+	}
+	return dst
+}
+
+// Pending is how many frames wait.
+func (s *Subscription) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
+}
+
+// offer queues f without blocking; false means the queue is full.
+func (s *Subscription) offer(f *Frame) bool {
+	s.mu.Lock()
+	if len(s.queue) >= s.limit {
+		s.mu.Unlock()
+		return false
+	}
+	s.queue = append(s.queue, f)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 // Done is closed when the hub ended the subscription (see Reason).
@@ -140,7 +187,7 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 	if buffer < 1 {
 		buffer = 1
 	}
-	s := &Subscription{hub: h, channels: channels, C: make(chan *Frame, buffer), done: make(chan struct{})}
+	s := &Subscription{hub: h, channels: channels, limit: buffer, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	readies := make([]<-chan struct{}, 0, len(channels))
 
 	h.mu.Lock()
@@ -309,10 +356,9 @@ func (h *Hub) fanOutLocked(t *topic, frame *Frame) {
 		if s.dropped.Load() {
 			continue
 		}
-		select {
-		case s.C <- frame:
+		if s.offer(frame) {
 			h.delivered.Add(1)
-		default:
+		} else {
 			h.dropped.Add(1)
 			s.drop(DropSlow)
 			if h.opts.OnDropped != nil {

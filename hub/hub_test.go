@@ -38,15 +38,32 @@ func (l *listener) count(ch string) int {
 	return l.active[ch]
 }
 
+// recv takes the oldest pending frame, waiting up to 2 s for one.
 func recv(t *testing.T, s *Subscription) string {
 	t.Helper()
-	select {
-	case f := <-s.C:
-		return string(f.Bytes)
-	case <-time.After(2 * time.Second):
-		t.Fatal("no frame")
-		return ""
+	deadline := time.After(2 * time.Second)
+	for {
+		if f := next(s); f != nil {
+			return string(f.Bytes)
+		}
+		select {
+		case <-s.Wake():
+		case <-deadline:
+			t.Fatal("no frame")
+		}
 	}
+}
+
+// next pops one frame, putting the rest back in order.
+func next(s *Subscription) *Frame {
+	all := s.Take(nil)
+	if len(all) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	s.queue = append(all[1:len(all):len(all)], s.queue...)
+	s.mu.Unlock()
+	return all[0]
 }
 
 func TestFanOutSameBytes(t *testing.T) {
@@ -54,7 +71,7 @@ func TestFanOutSameBytes(t *testing.T) {
 	a, _ := h.Subscribe([]string{"c"}, "", 4)
 	b, _ := h.Subscribe([]string{"c"}, "", 4)
 	h.Deliver("c", []byte(`{"data":"x"}`))
-	fa, fb := <-a.C, <-b.C
+	fa, fb := next(a), next(b)
 	if fa != fb || &fa.Bytes[0] != &fb.Bytes[0] {
 		t.Fatal("each subscriber got its own encoding; want the same bytes")
 	}
@@ -119,8 +136,8 @@ func TestSlowSubscriberDroppedOthersUnaffected(t *testing.T) {
 	if slow.Reason() != DropSlow {
 		t.Fatalf("reason %q", slow.Reason())
 	}
-	if len(fast.C) != 10 {
-		t.Fatalf("fast subscriber has %d frames, want 10", len(fast.C))
+	if fast.Pending() != 10 {
+		t.Fatalf("fast subscriber has %d frames, want 10", fast.Pending())
 	}
 	if h.Stats().Dropped != 1 {
 		t.Fatalf("dropped count %d", h.Stats().Dropped)
@@ -152,8 +169,8 @@ func TestReplayHandOverNoGapNoDuplicate(t *testing.T) {
 	for _, f := range resumed.Backlog {
 		got = append(got, dataOf(string(f)))
 	}
-	for len(resumed.C) > 0 {
-		got = append(got, dataOf(string((<-resumed.C).Bytes)))
+	for _, f := range resumed.Take(nil) {
+		got = append(got, dataOf(string(f.Bytes)))
 	}
 	if len(got) != 1999 {
 		t.Fatalf("got %d events after the first, want 1999", len(got))
@@ -252,12 +269,14 @@ func BenchmarkDeliver1000(b *testing.B) {
 		subs[i], _ = h.Subscribe([]string{"c"}, "", 1)
 	}
 	payload := []byte(`{"event":"tick","data":"hello"}`)
+	var scratch []*Frame
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		h.Deliver("c", payload)
 		for _, s := range subs {
-			<-s.C
+			<-s.Wake()
+			scratch = s.Take(scratch[:0])
 		}
 	}
 }
