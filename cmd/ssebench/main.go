@@ -70,7 +70,7 @@ func main() {
 	var c config
 	var floorAddr string
 	var suite bool
-	var caddyBin string
+	var caddyBin, only string
 	flag.StringVar(&c.Target, "target", "http://127.0.0.1:8080/events/bench", "stream URL")
 	flag.StringVar(&c.Publish, "publish", "http", "http, postgres or redis")
 	flag.StringVar(&c.PublishURL, "publish-url", "", "POST URL for -publish http (default: -target)")
@@ -89,6 +89,7 @@ func main() {
 	flag.StringVar(&floorAddr, "serve-floor", "", "run the floor server on this address instead")
 	flag.BoolVar(&suite, "suite", false, "run the PERFORMANCE.md table (starts Caddy, Postgres, the floor)")
 	flag.StringVar(&caddyBin, "caddy", "bin/caddy", "Caddy binary for -suite")
+	flag.StringVar(&only, "only", "", "with -suite, run only the rows whose name contains this")
 	flag.Parse()
 	raiseFileLimit()
 
@@ -97,7 +98,7 @@ func main() {
 	case floorAddr != "":
 		err = serveFloor(floorAddr)
 	case suite:
-		err = runSuite(caddyBin)
+		err = runSuite(caddyBin, only)
 	default:
 		var r result
 		r, err = run(context.Background(), c)
