@@ -1,0 +1,41 @@
+"""Run the package's tests: python3 runtests.py
+
+Environment: SSE_RELAY_TEST_PG_URL (a Postgres the tests may use, required),
+SSE_RELAY_TEST_BASE (a Caddy with sse_relay on that Postgres at /events/*, for the
+end-to-end tests), SSE_RELAY_TEST_REDIS_URL and SSE_RELAY_TEST_REDIS_BASE (the same on
+Redis).
+"""
+import os
+import sys
+import unittest
+from urllib.parse import urlparse
+
+import django
+from django.conf import settings
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+
+pg = urlparse(os.environ["SSE_RELAY_TEST_PG_URL"])
+settings.configure(
+    DATABASES={"default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": pg.path.lstrip("/") or "postgres",
+        "USER": pg.username or "postgres",
+        "PASSWORD": pg.password or "",
+        "HOST": pg.hostname,
+        "PORT": pg.port or 5432,
+    }},
+    INSTALLED_APPS=["django_sse_relay", "tests.testapp"],
+    TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}],
+    SSE_RELAY_JWT_SECRET="0123456789abcdef0123456789abcdef-python",
+    USE_TZ=True,
+)
+django.setup()
+
+if __name__ == "__main__":
+    suite = unittest.defaultTestLoader.discover(os.path.join(here, "tests"), top_level_dir=here)
+    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    print("%d passed, %d failed" % (result.testsRun - len(result.failures) - len(result.errors) - len(result.skipped),
+                                    len(result.failures) + len(result.errors)))
+    sys.exit(0 if result.wasSuccessful() else 1)

@@ -1,0 +1,160 @@
+import base64
+import hashlib
+import hmac
+import json
+import os
+import queue
+import threading
+import time
+import unittest
+import urllib.request
+
+from django.db import connection, transaction
+from django.template import Context, Template
+from django.test.utils import override_settings
+
+import django_sse_relay
+from django_sse_relay import check_channel, notify, payload, subscriber_token
+from tests.testapp.models import Order
+
+
+class PayloadTests(unittest.TestCase):
+    def test_fields_left_out_when_unset(self):
+        self.assertEqual(payload({"id": 1}, event="order"), '{"event":"order","data":{"id":1}}')
+        self.assertEqual(payload("x", id=7, retry=500), '{"id":7,"data":"x","retry":500}')
+
+    def test_refuses_injection_and_bad_retry(self):
+        for kwargs in ({"event": "a\nb"}, {"id": "1\r"}, {"retry": -1}, {"retry": 1.5}):
+            with self.assertRaises(ValueError):
+                payload("x", **kwargs)
+
+    def test_channel_rules(self):
+        check_channel("tenant.7.orders")
+        for bad in ("", "a b", "a;b", 'a"b', "a'b", "a\\b", "a\x01b", "a,b", "x" * 64):
+            with self.assertRaises(ValueError, msg=bad):
+                check_channel(bad, "postgres")
+        check_channel("x" * 255, "redis")
+        with self.assertRaises(ValueError):
+            check_channel("x" * 256, "redis")
+
+    def test_oversize_payload(self):
+        with self.assertRaises(ValueError) as cm:
+            notify("orders", "x" * 8000, on_commit=False)
+        self.assertIn("7999", str(cm.exception))
+
+
+class TokenTests(unittest.TestCase):
+    def test_token_verifies(self):
+        token = subscriber_token(["user.42", "tenant.7.*"], ttl=60, publish=["news"])
+        header, body, sig = token.split(".")
+        secret = b"0123456789abcdef0123456789abcdef-python"
+        want = hmac.new(secret, (header + "." + body).encode(), hashlib.sha256).digest()
+        self.assertEqual(base64.urlsafe_b64decode(sig + "=="), want)
+        claims = json.loads(base64.urlsafe_b64decode(body + "=="))
+        self.assertEqual(claims["channels"], ["user.42", "tenant.7.*"])
+        self.assertEqual(claims["publish"], ["news"])
+        self.assertTrue(time.time() < claims["exp"] <= time.time() + 61)
+
+    def test_short_secret_refused(self):
+        with self.assertRaises(ValueError):
+            subscriber_token(["a"], secret="short")
+
+
+class TemplateTagTests(unittest.TestCase):
+    def test_sse_url(self):
+        out = Template('{% load sse_relay %}{% sse_url "orders" %}|{% sse_url "a" "b" %}').render(Context())
+        self.assertEqual(out, "/events/orders|/events/?channel=a%2Cb")
+        with override_settings(SSE_RELAY_URL_PREFIX="/sse/"):
+            out = Template('{% load sse_relay %}{% sse_url "user.42" token=True %}').render(Context())
+        self.assertTrue(out.startswith("/sse/user.42?token="), out)
+
+
+class Stream:
+    """Reads an SSE stream on a thread; events land in a queue."""
+
+    def __init__(self, url):
+        self.events = queue.Queue()
+        self.resp = urllib.request.urlopen(url, timeout=30)
+        first = self.resp.readline()
+        assert first.startswith(b":"), first  # the relay listens from here on
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        data = []
+        try:
+            for raw in self.resp:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("data: "):
+                    data.append(line[6:])
+                elif line == "" and data:
+                    self.events.put("\n".join(data))
+                    data = []
+        except Exception:
+            pass
+
+    def get(self, timeout):
+        return self.events.get(timeout=timeout)
+
+    def close(self):
+        self.resp.close()
+
+
+def create_table():
+    with connection.schema_editor() as editor:
+        editor.execute("DROP TABLE IF EXISTS testapp_order")
+        editor.create_model(Order)
+
+
+class _Commit:
+    """Shared by the Postgres and Redis end-to-end tests."""
+    base = None
+
+    def check_only_after_commit(self, channel):
+        create_table()
+        stream = Stream(self.base + "/events/" + channel)
+        try:
+            with transaction.atomic():
+                order = Order.objects.create(total=42)
+                notify(channel, {"id": order.pk}, event="order.created")
+                time.sleep(0.5)
+                self.assertTrue(stream.events.empty(), "an event arrived before commit")
+            self.assertEqual(json.loads(stream.get(10)), {"id": order.pk})
+
+            class Rollback(Exception):
+                pass
+            try:
+                with transaction.atomic():
+                    Order.objects.create(total=1)
+                    notify(channel, {"rolled": "back"}, event="order.created")
+                    raise Rollback
+            except Rollback:
+                pass
+            notify(channel, "after rollback", on_commit=False)
+            self.assertEqual(stream.get(10), "after rollback", "the rolled-back event arrived")
+        finally:
+            stream.close()
+
+
+@unittest.skipUnless(os.environ.get("SSE_RELAY_TEST_BASE"), "needs SSE_RELAY_TEST_BASE (run through go test ./e2e)")
+class PostgresEndToEnd(_Commit, unittest.TestCase):
+    base = os.environ.get("SSE_RELAY_TEST_BASE")
+
+    def test_event_only_after_commit(self):
+        self.check_only_after_commit("orders")
+
+
+@unittest.skipUnless(os.environ.get("SSE_RELAY_TEST_REDIS_BASE"), "needs SSE_RELAY_TEST_REDIS_BASE")
+class RedisEndToEnd(_Commit, unittest.TestCase):
+    base = os.environ.get("SSE_RELAY_TEST_REDIS_BASE")
+
+    def setUp(self):
+        self.override = override_settings(SSE_RELAY_BACKEND="redis", SSE_RELAY_REDIS_URL=os.environ["SSE_RELAY_TEST_REDIS_URL"])
+        self.override.enable()
+        django_sse_relay._redis_client = None
+
+    def tearDown(self):
+        self.override.disable()
+        django_sse_relay._redis_client = None
+
+    def test_event_only_after_commit(self):
+        self.check_only_after_commit("orders_redis")

@@ -1,0 +1,45 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"regexp"
+	"testing"
+)
+
+// djangoPython is Debian's interpreter, where python3-django,
+// python3-psycopg2 and python3-redis install (make deps does). A python3
+// earlier on PATH, such as a pyenv one, may not see them.
+const djangoPython = "/usr/bin/python3"
+
+// TestDjangoPackage runs contrib/django's unittest suite against this
+// test binary's Postgres and Redis and two Caddy nodes on them: notify()
+// reaches an SSE client only after commit, never after rollback.
+func TestDjangoPackage(t *testing.T) {
+	if out, err := exec.Command(djangoPython, "-c", "import django, psycopg2, redis").CombinedOutput(); err != nil {
+		t.Fatalf("the Django tests need Debian's python3-django, python3-psycopg2 and python3-redis (make deps installs them): %v\n%s", err, out)
+	}
+	pg := startNode(t, "broker "+servers.PG.URL())
+	rd := startNode(t, "broker "+servers.Redis.URL())
+
+	cmd := exec.Command(djangoPython, "runtests.py")
+	cmd.Dir = "../contrib/django"
+	cmd.Env = append(os.Environ(),
+		"SSE_RELAY_TEST_PG_URL="+servers.PG.URL(),
+		"SSE_RELAY_TEST_BASE="+pg.base,
+		"SSE_RELAY_TEST_REDIS_URL="+servers.Redis.URL(),
+		"SSE_RELAY_TEST_REDIS_BASE="+rd.base,
+	)
+	out, err := cmd.CombinedOutput()
+	t.Logf("runtests.py:\n%s", out)
+	if err != nil {
+		t.Fatalf("runtests.py: %v", err)
+	}
+	// Every test ran: a skipped end-to-end class would prove nothing.
+	if regexp.MustCompile(`(?m)skipped`).Match(out) {
+		t.Fatal("runtests.py skipped tests")
+	}
+	if !regexp.MustCompile(`(?m)^\d+ passed, 0 failed$`).Match(out) {
+		t.Fatal("runtests.py did not report its tally")
+	}
+}
