@@ -5,11 +5,13 @@ APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
 .PHONY: test deps build run vet fuzz bench
 
-## test: install PostgreSQL and Redis if missing, then vet and run every test with -race
+## test: install what the tests need if missing (deps), then vet and run every test with -race
 test: deps vet
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-## deps: the test suites start their own PostgreSQL and Redis from these binaries
+## deps: what the tests start or drive, installed when missing: PostgreSQL and
+## Redis servers, Debian's Django for contrib/django, Chromium and npm's htmx
+## for the browser test
 deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
 		echo "installing PostgreSQL server binaries"; \
@@ -18,6 +20,18 @@ deps:
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 		echo "installing redis-server"; \
 		$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq redis-server; \
+	fi
+	@if ! /usr/bin/python3 -c 'import django, psycopg2, redis' >/dev/null 2>&1; then \
+		echo "installing Django, psycopg2 and redis-py for contrib/django"; \
+		$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq python3-django python3-psycopg2 python3-redis; \
+	fi
+	@if ! [ -x /usr/bin/chromium ]; then \
+		echo "installing Chromium for the browser test"; \
+		$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq chromium; \
+	fi
+	@if ! [ -f e2e/browser/node_modules/htmx-ext-sse/dist/sse.js ]; then \
+		echo "installing htmx for the browser test"; \
+		npm ci --prefix e2e/browser --no-audit --no-fund --loglevel=error; \
 	fi
 
 vet:

@@ -59,19 +59,23 @@ func setup(m *testing.M) (int, error) {
 
 // node is one Caddy process.
 type node struct {
-	cmd   *exec.Cmd
-	admin string
-	base  string
-	done  chan struct{} // closed when the process has exited
+	cmd       *exec.Cmd
+	admin     string
+	base      string
+	adminPort int
+	httpPort  int
+	done      chan struct{} // closed when the process has exited
 }
 
 // startNode runs Caddy with one site whose sse_relay block has lines.
 func startNode(t *testing.T, lines string) *node {
 	t.Helper()
-	adminPort, _ := testsrv.FreePort()
-	httpPort, _ := testsrv.FreePort()
-	dir := t.TempDir()
-	config := fmt.Sprintf(`{
+	return startSite(t, "sse_relay /events/* {\n"+lines+"\n}")
+}
+
+// caddyfile is the whole config of n with site as its one site's body.
+func (n *node) caddyfile(site string) string {
+	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	http_port %d
 	default_bind 127.0.0.1
@@ -79,13 +83,34 @@ func startNode(t *testing.T, lines string) *node {
 	skip_install_trust
 }
 http://127.0.0.1:%d {
-	sse_relay /events/* {
 %s
+}
+`, n.adminPort, n.httpPort, n.httpPort, site)
+}
+
+// reload replaces n's config through the admin API, as `caddy reload` does.
+func (n *node) reload(t *testing.T, site string) {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Post(n.admin+"/load", "text/caddyfile", strings.NewReader(n.caddyfile(site)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /load: %d", resp.StatusCode)
 	}
 }
-`, adminPort, httpPort, httpPort, lines)
+
+// startSite runs Caddy with one site whose body is site.
+func startSite(t *testing.T, site string) *node {
+	t.Helper()
+	adminPort, _ := testsrv.FreePort()
+	httpPort, _ := testsrv.FreePort()
+	n := &node{admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), base: fmt.Sprintf("http://127.0.0.1:%d", httpPort),
+		adminPort: adminPort, httpPort: httpPort, done: make(chan struct{})}
+	dir := t.TempDir()
 	path := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(n.caddyfile(site)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
@@ -95,8 +120,7 @@ http://127.0.0.1:%d {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	n := &node{cmd: cmd, admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort),
-		base: fmt.Sprintf("http://127.0.0.1:%d", httpPort), done: make(chan struct{})}
+	n.cmd = cmd
 	go func() {
 		_ = cmd.Wait()
 		close(n.done)

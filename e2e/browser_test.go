@@ -1,0 +1,185 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/jackc/pgx/v5"
+)
+
+// chromiumPath is Debian's Chromium; make deps installs it.
+const chromiumPath = "/usr/bin/chromium"
+
+// browserSite serves e2e/browser (the page and npm's htmx) beside an
+// sse_relay route on Postgres. heartbeat varies so that a reload really
+// replaces the handler.
+func browserSite(root, broker, heartbeat string) string {
+	return fmt.Sprintf(`	sse_relay /events/* {
+		broker %s
+		retry 100ms
+		heartbeat %s
+		reload_close_window 300ms
+	}
+	root * %s
+	file_server`, broker, heartbeat, root)
+}
+
+// TestBrowser drives headless Chromium against a page served by the same
+// Caddy: htmx's SSE extension swaps the DOM on pg_notify, named events
+// reach addEventListener with their ids, EventSource resumes across
+// admin-API reloads without missing or repeating an event, and a 204 for a
+// missing channel stops EventSource from reconnecting.
+func TestBrowser(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("the browser test needs Debian's chromium (make deps installs it): %v", err)
+	}
+	root, err := filepath.Abs("browser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "node_modules/htmx-ext-sse/dist/sse.js")); err != nil {
+		t.Fatalf("htmx is not installed: run npm ci in e2e/browser (make deps does): %v", err)
+	}
+	n := startSite(t, browserSite(root, servers.PG.URL(), "15s"))
+
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, servers.PG.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	notify := func(channel, payload string) {
+		t.Helper()
+		if _, err := pg.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	b := newBrowser(t)
+	if err := chromedp.Do(b, chromedp.Navigate(n.base+"/index.html")); err != nil {
+		t.Fatal(err)
+	}
+	// Publish only once the page's EventSource and htmx's are open: the
+	// relay sends headers once the broker listens.
+	waitJS(t, b, `got.opens >= 1 && got.htmxOpen`, 10*time.Second)
+
+	t.Run("htmx swaps the DOM on pg_notify", func(t *testing.T) {
+		notify("dom", `{"data":"<b id=\"order\">order 42 shipped</b>"}`)
+		waitJS(t, b, `document.querySelector("#swap #order")?.textContent === "order 42 shipped"`, 10*time.Second)
+	})
+
+	t.Run("named events reach addEventListener with their ids", func(t *testing.T) {
+		notify("seq", `{"event":"custom","id":"order-7","data":"named"}`)
+		waitJS(t, b, `got.named.length === 1`, 10*time.Second)
+		named := evalJS[[]map[string]string](t, b, `got.named`)
+		if len(named) != 1 || named[0]["data"] != "named" || named[0]["id"] != "order-7" {
+			t.Fatalf("named events: %v", named)
+		}
+	})
+
+	t.Run("EventSource resumes across reloads without a gap or a duplicate", func(t *testing.T) {
+		const total = 150
+		done := make(chan error, 1)
+		go func() {
+			// About 50 events/s for 3 s, through the reloads below.
+			for i := 1; i <= total; i++ {
+				if _, err := pg.Exec(ctx, `SELECT pg_notify('seq', $1)`, `{"event":"tick","data":"`+strconv.Itoa(i)+`"}`); err != nil {
+					done <- err
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			done <- nil
+		}()
+		for i, hb := range []string{"16s", "17s", "18s"} {
+			time.Sleep(700 * time.Millisecond)
+			n.reload(t, browserSite(root, servers.PG.URL(), hb))
+			t.Logf("reload %d through the admin API (heartbeat %s)", i+1, hb)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		waitJS(t, b, fmt.Sprintf(`got.ticks.length >= %d`, total), 20*time.Second)
+		ticks := evalJS[[]int](t, b, `got.ticks`)
+		opens := evalJS[int](t, b, `got.opens`)
+		want := make([]int, total)
+		for i := range want {
+			want[i] = i + 1
+		}
+		if !slices.Equal(ticks, want) {
+			t.Fatalf("the page got %d ticks, not 1..%d in order: %v", len(ticks), total, ticks)
+		}
+		if opens < 2 {
+			t.Fatalf("EventSource opened %d times: the reloads did not end the stream", opens)
+		}
+		t.Logf("%d of %d events, in order, none twice, across 3 reloads and %d connections", len(ticks), total, opens)
+	})
+
+	t.Run("204 for a missing channel stops EventSource", func(t *testing.T) {
+		// EventSource retries at about 100 ms after a network error; give it
+		// ten times that to show it does not.
+		time.Sleep(time.Second)
+		none := evalJS[struct {
+			Errors int `json:"errors"`
+			State  int `json:"state"`
+		}](t, b, `got.none`)
+		if none.Errors != 1 || none.State != 2 {
+			t.Fatalf("EventSource on a 204: %d errors, readyState %d; want 1 error and CLOSED (2)", none.Errors, none.State)
+		}
+	})
+}
+
+// newBrowser starts headless Chromium with the flags this machine's
+// closed network needs, in a profile of its own.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
+		chromedp.ExecPath(chromiumPath),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	return ctx
+}
+
+// evalJS evaluates expr in the page and decodes its JSON value.
+func evalJS[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("evaluating %s: %v", expr, err)
+	}
+	return v
+}
+
+// waitJS polls expr in the page until it is true.
+func waitJS(t *testing.T, ctx context.Context, expr string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		if evalJS[bool](t, ctx, "Boolean("+expr+")") {
+			return
+		}
+		if time.Now().After(deadline) {
+			state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify(got)`))
+			t.Fatalf("still false after %v: %s\npage state: %s", limit, strings.TrimSpace(expr), state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
