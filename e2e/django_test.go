@@ -19,8 +19,10 @@ func TestDjangoPackage(t *testing.T) {
 	if out, err := exec.Command(djangoPython, "-c", "import django, psycopg2, redis").CombinedOutput(); err != nil {
 		t.Fatalf("the Django tests need Debian's python3-django, python3-psycopg2 and python3-redis (make deps installs them): %v\n%s", err, out)
 	}
-	pg := startNode(t, "broker "+servers.PG.URL())
-	rd := startNode(t, "broker "+servers.Redis.URL())
+	// A short heartbeat: Python's Stream.close waits for its reader
+	// thread's read to return.
+	pg := startNode(t, "broker "+servers.PG.URL()+"\nheartbeat 1s")
+	rd := startNode(t, "broker "+servers.Redis.URL()+"\nheartbeat 1s")
 
 	cmd := exec.Command(djangoPython, "runtests.py")
 	cmd.Dir = "../contrib/django"
