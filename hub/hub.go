@@ -73,6 +73,10 @@ type topic struct {
 	ring   ring
 	ready  <-chan struct{}
 	linger *time.Timer
+	// since is the hub sequence when the channel was last listened anew:
+	// what it carried before then was never received, so a resume from
+	// earlier has a gap.
+	since uint64
 }
 
 // New returns a hub that tells l which channels to listen to.
@@ -198,7 +202,7 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 	for _, ch := range channels {
 		t := h.topics[ch]
 		if t == nil {
-			t = &topic{name: ch, subs: make(map[*Subscription]struct{})}
+			t = &topic{name: ch, subs: make(map[*Subscription]struct{}), since: h.seq}
 			t.ready = h.listener.Listen(ch)
 			h.topics[ch] = t
 		}
@@ -224,18 +228,24 @@ func (h *Hub) replayLocked(channels []string, lastEventID string) [][]byte {
 		return [][]byte{resetFrame(channels, "unknown-id")}
 	}
 	var entries []entry
-	var lost []string
+	var unlistened, evicted []string
 	for _, ch := range channels {
 		t := h.topics[ch]
-		if t.ring.evicted > after {
-			lost = append(lost, ch)
+		switch {
+		case t.since > after:
+			unlistened = append(unlistened, ch)
+		case t.ring.evicted > after:
+			evicted = append(evicted, ch)
 		}
 		entries = t.ring.after(after, entries)
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].seq < entries[j].seq })
-	out := make([][]byte, 0, len(entries)+1)
-	if len(lost) > 0 {
-		out = append(out, resetFrame(lost, "evicted"))
+	out := make([][]byte, 0, len(entries)+2)
+	if len(unlistened) > 0 {
+		out = append(out, resetFrame(unlistened, "not-listened"))
+	}
+	if len(evicted) > 0 {
+		out = append(out, resetFrame(evicted, "evicted"))
 	}
 	for _, e := range entries {
 		out = append(out, e.frame)

@@ -121,6 +121,30 @@ func TestLingerKeepsListenAndRing(t *testing.T) {
 	}
 }
 
+// TestResumeAfterLingerGetsReset: once a channel has lingered out, what
+// was published on it meanwhile was never received. A client resuming
+// from before then gets a reset, not silence, even though its relay id is
+// from this node and other channels moved the sequence on.
+func TestResumeAfterLingerGetsReset(t *testing.T) {
+	h := New(newListener(), Options{Replay: 10, Linger: 20 * time.Millisecond})
+	a, _ := h.Subscribe([]string{"c"}, "", 4)
+	h.Deliver("c", []byte("one"))
+	id := strings.TrimPrefix(strings.Split(recv(t, a), "\n")[0], "id: ")
+	h.Unsubscribe(a)
+	other, _ := h.Subscribe([]string{"d"}, "", 4)
+	defer h.Unsubscribe(other)
+	time.Sleep(100 * time.Millisecond) // c lingers out
+	h.Deliver("c", []byte("lost"))     // nobody listens to c
+	h.Deliver("d", []byte("elsewhere"))
+
+	b, _ := h.Subscribe([]string{"c", "d"}, id, 4)
+	if len(b.Backlog) != 2 || !strings.Contains(string(b.Backlog[0]), "event: "+ResetEvent) ||
+		!strings.Contains(string(b.Backlog[0]), `"channels":["c"],"reason":"not-listened"`) ||
+		!strings.Contains(string(b.Backlog[1]), "data: elsewhere") {
+		t.Fatalf("backlog %q, want a reset for c, then d's event", b.Backlog)
+	}
+}
+
 func TestSlowSubscriberDroppedOthersUnaffected(t *testing.T) {
 	h := New(newListener(), Options{})
 	slow, _ := h.Subscribe([]string{"c"}, "", 2)
