@@ -136,7 +136,9 @@ func (w *wantSet) listen(ch string, up bool) <-chan struct{} {
 func (w *wantSet) unlisten(ch string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, ok := w.want[ch]; ok {
+	if ready, ok := w.want[ch]; ok {
+		// Whoever still waits for it waits for nothing now.
+		closeOnce(ready)
 		delete(w.want, ch)
 		w.dirty = true
 		w.signal()
@@ -152,8 +154,12 @@ func (w *wantSet) diff(have map[string]bool) (add, remove []string, ok bool) {
 		return nil, nil, false
 	}
 	w.dirty = false
-	for ch := range w.want {
-		if !have[ch] {
+	for ch, ready := range w.want {
+		if have[ch] {
+			// Unlistened and listened again since the last diff: the
+			// connection never stopped listening, so it is ready now.
+			closeOnce(ready)
+		} else {
 			add = append(add, ch)
 		}
 	}

@@ -272,3 +272,37 @@ func TestMemoryPublishDelivers(t *testing.T) {
 	}
 	rec.waitFor(t, "memory event", func() bool { return rec.has("m x") })
 }
+
+// TestWantSetReadyAcrossRelisten: a channel unlistened and listened again
+// before the connection's goroutine looked is ready at once (the
+// connection never stopped listening), and an unlistened channel releases
+// whoever waited for it.
+func TestWantSetReadyAcrossRelisten(t *testing.T) {
+	w := newWantSet()
+	first := w.listen("x", true)
+	add, _, _ := w.diff(map[string]bool{})
+	if len(add) != 1 {
+		t.Fatalf("add %v", add)
+	}
+	w.markActive("x")
+	<-first
+
+	w.unlisten("x")
+	again := w.listen("x", true)
+	if add, remove, ok := w.diff(map[string]bool{"x": true}); !ok || len(add)+len(remove) != 0 {
+		t.Fatalf("add %v remove %v: nothing to do on the connection", add, remove)
+	}
+	select {
+	case <-again:
+	default:
+		t.Fatal("listened again but never ready")
+	}
+
+	pending := w.listen("y", true)
+	w.unlisten("y")
+	select {
+	case <-pending:
+	default:
+		t.Fatal("unlistened before it was listened, and still waited for")
+	}
+}
