@@ -262,6 +262,18 @@ func TestRedisReconnectsAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.waitFor(t, "event after reconnect", func() bool { return rec.has("fault after") })
+
+	// A channel first listened after the recovery lost nothing: no reset.
+	waitReady(t, b.Listen("fresh"))
+	if err := rc.Publish(context.Background(), "fresh", "first").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "event on a new channel", func() bool { return rec.has("fresh first") })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.resets) != 1 || rec.resets[0] != "fault" {
+		t.Fatalf("resets %q, want only the channel wanted across the outage", rec.resets)
+	}
 }
 
 func TestMemoryPublishDelivers(t *testing.T) {

@@ -139,7 +139,16 @@ func (r *redisBroker) generation(sink Sink) error {
 		stop()
 		wg.Wait()
 	}()
-	return r.read(ps, sink, wasDown)
+	// Pub/sub keeps nothing for absent subscribers: after an outage, the
+	// channels wanted across it get a reset once subscribed again.
+	var lost map[string]bool
+	if wasDown {
+		lost = map[string]bool{}
+		for _, ch := range r.want.channels() {
+			lost[ch] = true
+		}
+	}
+	return r.read(ps, sink, lost)
 }
 
 // command issues SUBSCRIBE and UNSUBSCRIBE as the wanted set changes.
@@ -172,7 +181,7 @@ func (r *redisBroker) command(ctx context.Context, ps *redis.PubSub) {
 	}
 }
 
-func (r *redisBroker) read(ps *redis.PubSub, sink Sink, wasDown bool) error {
+func (r *redisBroker) read(ps *redis.PubSub, sink Sink, lost map[string]bool) error {
 	pinged := false
 	for {
 		msg, err := ps.ReceiveTimeout(r.ctx, redisPingEvery)
@@ -194,8 +203,8 @@ func (r *redisBroker) read(ps *redis.PubSub, sink Sink, wasDown bool) error {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
 				r.want.markActive(m.Channel)
-				if wasDown {
-					// Pub/sub keeps nothing for absent subscribers.
+				if lost[m.Channel] {
+					delete(lost, m.Channel)
 					sink.Reset([]string{m.Channel}, "broker-reconnect")
 				}
 			}
