@@ -195,7 +195,14 @@ func (p *postgres) wait(conn *pgx.Conn) (*pgconn.Notification, error) {
 	go func() {
 		select {
 		case <-p.want.wake:
-			cancel()
+			select {
+			case <-stop:
+				// The wait returned before this goroutine ran, and the
+				// token is for the next one: put it back.
+				p.want.signal()
+			default:
+				cancel()
+			}
 		case <-stop:
 		}
 	}()
