@@ -115,7 +115,7 @@ func (w *wantSet) signal() {
 	}
 }
 
-func (w *wantSet) listen(ch string, up bool) <-chan struct{} {
+func (w *wantSet) listen(ch string, down bool) <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ready, ok := w.want[ch]
@@ -123,7 +123,7 @@ func (w *wantSet) listen(ch string, up bool) <-chan struct{} {
 		return ready
 	}
 	ready = make(chan struct{})
-	if !up {
+	if down {
 		// Nobody should wait for a connection that is down.
 		close(ready)
 	}
@@ -279,6 +279,14 @@ func (o *outage) lost(err error) bool {
 	o.since = time.Now()
 	o.logger.Warn("broker connection lost; reconnecting", zap.Error(err))
 	return true
+}
+
+// knownDown reports whether the connection was lost or failed to open,
+// as opposed to up or still opening for the first time.
+func (o *outage) knownDown() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return !o.up && !o.since.IsZero()
 }
 
 func (o *outage) isUp() bool {

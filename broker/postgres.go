@@ -65,7 +65,7 @@ func newPostgres(rawURL string, logger *zap.Logger) (*postgres, error) {
 
 func (p *postgres) Start(sink Sink) { go p.run(sink) }
 
-func (p *postgres) Listen(ch string) <-chan struct{} { return p.want.listen(ch, p.out.isUp()) }
+func (p *postgres) Listen(ch string) <-chan struct{} { return p.want.listen(ch, p.out.knownDown()) }
 
 func (p *postgres) Unlisten(ch string) { p.want.unlisten(ch) }
 

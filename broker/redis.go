@@ -57,7 +57,7 @@ func newRedis(rawURL string, logger *zap.Logger) (*redisBroker, error) {
 
 func (r *redisBroker) Start(sink Sink) { go r.run(sink) }
 
-func (r *redisBroker) Listen(ch string) <-chan struct{} { return r.want.listen(ch, r.out.isUp()) }
+func (r *redisBroker) Listen(ch string) <-chan struct{} { return r.want.listen(ch, r.out.knownDown()) }
 
 func (r *redisBroker) Unlisten(ch string) { r.want.unlisten(ch) }
 
