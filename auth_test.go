@@ -118,6 +118,16 @@ func TestJWTPublishers(t *testing.T) {
 			t.Fatalf("got %+v, want %q", ev, want)
 		}
 	}
+
+	// With tokens on and no publish_key, POST is on for tokens with a
+	// publish claim, not 405.
+	load(t, site("jwt_secret "+testSecret))
+	if code, _, body := do(t, "POST", "/events/news", "x", "Authorization", "Bearer "+pubTok); code != 202 {
+		t.Fatalf("token publish without publish_key: %d %q", code, body)
+	}
+	if code, hdr, _ := do(t, "POST", "/events/news", "x"); code != 401 || hdr.Get("WWW-Authenticate") == "" {
+		t.Fatalf("no token, no publish_key: %d", code)
+	}
 }
 
 func TestJWTPublicKeyPinsAlgorithm(t *testing.T) {

@@ -243,8 +243,14 @@ func expectReset(t *testing.T, c *sseClient) {
 }
 
 func TestPostgresFaults(t *testing.T) {
-	load(t, site("broker "+servers.PG.URL()))
+	load(t, site("broker "+servers.PG.URL()+"\npublish_key k"))
 	c := subscribe(t, "/events/fault")
+
+	// 0. A payload Postgres itself refuses (text cannot hold invalid
+	// UTF-8) is the publisher's fault: 400, and the connection stays.
+	if code, _, body := do(t, "POST", "/events/fault", "bad \xff\xfe bytes", "Authorization", "Bearer k"); code != 400 {
+		t.Fatalf("payload Postgres refuses: %d %q, want 400", code, body)
+	}
 
 	// 1. The relay's backend is terminated.
 	admin := pgConn(t)
@@ -259,6 +265,18 @@ func TestPostgresFaults(t *testing.T) {
 	// arrives during the outage still gets its 200, then its events.
 	if err := servers.PG.Kill(); err != nil {
 		t.Fatal(err)
+	}
+	// Publishing over HTTP in the outage queues nothing: 503, try later.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, hdr, body := do(t, "POST", "/events/fault", "in the outage", "Authorization", "Bearer k")
+		if code == 503 && hdr.Get("Retry-After") != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("POST while Postgres is down: %d %q, want 503 with Retry-After", code, body)
+		}
+		time.Sleep(50 * time.Millisecond) // the relay has not noticed yet
 	}
 	start := time.Now()
 	during := subscribe(t, "/events/fault")

@@ -49,6 +49,9 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 	sub, err := h.relay.hub.Subscribe(channels, lastID, h.Buffer)
 	if err != nil {
 		release()
+		// Only between a config's last Cleanup and its replacement: the
+		// client should come back at once.
+		w.Header().Set("Retry-After", "1")
 		refuse(w, http.StatusServiceUnavailable, "relay is shutting down")
 		return nil
 	}
