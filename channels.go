@@ -8,20 +8,47 @@ import (
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
 )
 
 // channels resolves the channel list a stream subscribes to: the
 // `channels` template when configured, else what the request names. The
 // error is a one-line reason for a 400.
 func (h *Handler) channels(r *http.Request) ([]string, error) {
+	var list []string
+	var err error
 	if h.Channels == "" {
-		return h.requestChannels(r)
+		list, err = h.requestChannels(r)
+	} else {
+		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		if repl == nil {
+			repl = caddy.NewReplacer()
+		}
+		list, err = h.checkChannels([]string{repl.ReplaceAll(h.Channels, "")})
 	}
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl == nil {
-		repl = caddy.NewReplacer()
+	if err != nil {
+		return nil, err
 	}
-	return h.checkChannels([]string{repl.ReplaceAll(h.Channels, "")})
+	return list, h.checkFolds(list)
+}
+
+// checkFolds refuses, on a broker that folds case, a stream with two
+// channels that both receive the unquoted NOTIFY of one name (Orders and
+// orders, or Orders and ORDERS): it would get each such event twice.
+func (h *Handler) checkFolds(list []string) error {
+	if len(list) < 2 || !h.relay.broker.Limits().FoldsCase {
+		return nil
+	}
+	seen := make(map[string]string, len(list))
+	for _, ch := range list {
+		folded := broker.FoldASCII(ch)
+		if other, ok := seen[folded]; ok {
+			return fmt.Errorf("channels %q and %q both receive NOTIFY %s: name one of them", other, ch, folded)
+		}
+		seen[folded] = ch
+	}
+	return nil
 }
 
 // requestChannels are the channels a request names: every `channel` query

@@ -195,6 +195,8 @@ func TestPostgresChannelRules(t *testing.T) {
 		"/events/?channel=" + url.QueryEscape(`orders';DROP TABLE orders_victim`),
 		"/events/?channel=" + url.QueryEscape("a\x00b"),
 		"/events/?channel=" + url.QueryEscape("a\xffb"),
+		"/events/?channel=Orders,orders", // both receive NOTIFY orders: each event would come twice
+		"/events/?channel=Orders&channel=ORDERS",
 	} {
 		code, _, body := do(t, "GET", path, "")
 		if code != 400 || strings.Count(body, "\n") != 1 {

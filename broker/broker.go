@@ -27,6 +27,9 @@ type Sink interface {
 type Limits struct {
 	MaxPayload int // bytes
 	MaxChannel int // bytes of a channel name
+	// FoldsCase: a listened channel also receives what is sent on its
+	// ASCII-lowercased name (Postgres folds an unquoted NOTIFY Orders).
+	FoldsCase bool
 }
 
 // Broker is one connection that listens and publishes.

@@ -70,7 +70,7 @@ func (p *postgres) Listen(ch string) <-chan struct{} { return p.want.listen(ch, 
 func (p *postgres) Unlisten(ch string) { p.want.unlisten(ch) }
 
 func (p *postgres) Limits() Limits {
-	return Limits{MaxPayload: PostgresMaxPayload, MaxChannel: PostgresMaxChannel}
+	return Limits{MaxPayload: PostgresMaxPayload, MaxChannel: PostgresMaxChannel, FoldsCase: true}
 }
 
 func (p *postgres) Connected() bool { return p.out.isUp() }
@@ -290,14 +290,16 @@ func (p *postgres) publishPending(conn *pgx.Conn) error {
 // pgNames are the Postgres channels that feed hub channel ch: itself, and
 // its ASCII-lowercased form, which is what an unquoted identifier becomes.
 func pgNames(ch string) []string {
-	folded := foldASCII(ch)
+	folded := FoldASCII(ch)
 	if folded == ch {
 		return []string{ch}
 	}
 	return []string{ch, folded}
 }
 
-func foldASCII(s string) string {
+// FoldASCII lowercases the ASCII letters of s, as Postgres does to an
+// unquoted identifier.
+func FoldASCII(s string) string {
 	b := []byte(s)
 	changed := false
 	for i, c := range b {
