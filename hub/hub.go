@@ -362,12 +362,14 @@ func (h *Hub) keepLocked(t *topic, e entry) {
 }
 
 func (h *Hub) fanOutLocked(t *topic, frame *Frame) {
+	delivered := 0
+	defer func() { h.delivered.Add(uint64(delivered)) }()
 	for s := range t.subs {
 		if s.dropped.Load() {
 			continue
 		}
 		if s.offer(frame) {
-			h.delivered.Add(1)
+			delivered++
 		} else {
 			h.dropped.Add(1)
 			s.drop(DropSlow)
