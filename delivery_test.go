@@ -219,6 +219,37 @@ func TestReplayOverHTTP(t *testing.T) {
 	}
 }
 
+// TestReplayLargeBacklog: a resume whose backlog spans many write chunks
+// gets all of it, in order, then live events.
+func TestReplayLargeBacklog(t *testing.T) {
+	load(t, site("publish_key k\nreplay 1000"))
+	pad := strings.Repeat("x", 1000)
+	pub := func(n int) {
+		t.Helper()
+		if code, _, body := do(t, "POST", "/events/big", fmt.Sprintf("%d %s", n, pad), "Authorization", "Bearer k"); code != 202 {
+			t.Fatalf("publish: %d %s", code, body)
+		}
+	}
+	c := subscribe(t, "/events/big")
+	pub(0)
+	_, id := idOf(t, c)
+	c.Close()
+	const events = 600 // about 600 KiB: ten chunks
+	for n := 1; n < events; n++ {
+		pub(n)
+	}
+	r := subscribe(t, "/events/big", "Last-Event-ID", id)
+	for n := 1; n < events; n++ {
+		if ev := r.next(t); ev.Data != fmt.Sprintf("%d %s", n, pad) {
+			t.Fatalf("replayed event %d: %.20q", n, ev.Data)
+		}
+	}
+	pub(events)
+	if ev := r.next(t); !strings.HasPrefix(ev.Data, fmt.Sprint(events)+" ") {
+		t.Fatalf("live after replay: %.20q", ev.Data)
+	}
+}
+
 func TestReplayOffHasNoRelayIDs(t *testing.T) {
 	load(t, site("publish_key k\nreplay 0"))
 	c := subscribe(t, "/events/x")

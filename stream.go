@@ -193,6 +193,7 @@ type stream struct {
 	out      out
 	buf      []byte
 	frames   []*hub.Frame // scratch for Take
+	backlog  [][]byte     // replayed frames not yet written, shared with the rings
 	expires  time.Time
 	channels []string
 	remote   string
@@ -208,10 +209,7 @@ func (s *stream) start() {
 		s.buf = append(s.buf, '\n')
 	}
 	s.buf = append(s.buf, '\n')
-	for _, f := range s.sub.Backlog {
-		s.buf = append(s.buf, f...)
-	}
-	s.sub.Backlog = nil
+	s.backlog, s.sub.Backlog = s.sub.Backlog, nil
 }
 
 // run writes the stream until it ends, then cleans up. It reports whether
@@ -219,6 +217,9 @@ func (s *stream) start() {
 func (s *stream) run(gone <-chan struct{}) bool {
 	defer s.done()
 	if err := s.flush(); err != nil {
+		return true
+	}
+	if err := s.flushBacklog(); err != nil {
 		return true
 	}
 	metrics.open.Inc()
@@ -239,6 +240,28 @@ func (s *stream) flush() error {
 		s.buf = nil
 	}
 	return err
+}
+
+// backlogChunk is about how much replay one write carries.
+const backlogChunk = 64 << 10
+
+// flushBacklog writes the replayed frames a chunk at a time: a resume can
+// replay the whole ring of every channel, and copying all of it into each
+// stream's buffer at once would let a few hundred resuming clients hold
+// gigabytes.
+func (s *stream) flushBacklog() error {
+	for len(s.backlog) > 0 {
+		for len(s.backlog) > 0 && len(s.buf) < backlogChunk {
+			s.buf = append(s.buf, s.backlog[0]...)
+			s.backlog[0] = nil
+			s.backlog = s.backlog[1:]
+		}
+		if err := s.flush(); err != nil {
+			return err
+		}
+	}
+	s.backlog = nil
+	return nil
 }
 
 // loop writes frames as they come, coalescing everything pending into one
