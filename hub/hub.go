@@ -223,9 +223,9 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 // replayLocked finds the frames after lastEventID in the channels' rings,
 // merged in publication order.
 func (h *Hub) replayLocked(channels []string, lastEventID string) [][]byte {
-	after, ok := h.seqOfLocked(channels, lastEventID)
-	if !ok {
-		return [][]byte{resetFrame(channels, "unknown-id")}
+	after, problem := h.seqOfLocked(channels, lastEventID)
+	if problem != "" {
+		return [][]byte{resetFrame(channels, problem)}
 	}
 	var entries []entry
 	var unlistened, evicted []string
@@ -253,24 +253,36 @@ func (h *Hub) replayLocked(channels []string, lastEventID string) [][]byte {
 	return out
 }
 
-// seqOfLocked maps an event id to the hub sequence it was published at.
-// Relay-assigned ids carry it; a publisher's id is looked up in the rings.
-func (h *Hub) seqOfLocked(channels []string, id string) (uint64, bool) {
+// seqOfLocked maps an event id to the hub sequence it was published at,
+// or says why it cannot: "unknown-id", or "ambiguous-id" when a publisher
+// used the id for several events the rings still hold (the client may have
+// seen any of them). Relay-assigned ids carry their sequence; a publisher's
+// id is looked up in the rings.
+func (h *Hub) seqOfLocked(channels []string, id string) (uint64, string) {
 	if node, n, ok := strings.Cut(id, "-"); ok && node == h.node {
 		seq, err := strconv.ParseUint(n, 10, 64)
 		if err == nil && seq <= h.seq {
-			return seq, true
+			return seq, ""
 		}
-		return 0, false
+		return 0, "unknown-id"
 	}
-	var best uint64
-	found := false
+	var seq uint64
+	found := 0
 	for _, ch := range channels {
-		if seq, ok := h.topics[ch].ring.find(id); ok && (!found || seq > best) {
-			best, found = seq, true
+		s, n := h.topics[ch].ring.find(id)
+		if n > 0 {
+			seq = s
 		}
+		found += n
 	}
-	return best, found
+	switch found {
+	case 0:
+		return 0, "unknown-id"
+	case 1:
+		return seq, ""
+	default:
+		return 0, "ambiguous-id"
+	}
 }
 
 // Unsubscribe removes s; the last subscriber of a channel leaves it

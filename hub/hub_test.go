@@ -247,6 +247,15 @@ func TestPublisherIDResumes(t *testing.T) {
 	if len(r.Backlog) != 1 || !strings.Contains(string(r.Backlog[0]), "id: order-2") {
 		t.Fatalf("backlog %q", r.Backlog)
 	}
+
+	// The same id again (an update to order 1): a client resuming from
+	// order-1 may have seen either copy, so the ring cannot tell what it
+	// missed. A reset, not a guess that could skip order-2.
+	h.Deliver("c", []byte(`{"id":"order-1","data":"1 again"}`))
+	a, _ := h.Subscribe([]string{"c"}, "order-1", 100)
+	if len(a.Backlog) != 1 || !strings.Contains(string(a.Backlog[0]), `"reason":"ambiguous-id"`) {
+		t.Fatalf("backlog %q, want an ambiguous-id reset", a.Backlog)
+	}
 }
 
 func TestRefusedPayloadCountedAndStreamKept(t *testing.T) {

@@ -74,14 +74,15 @@ func (r *ring) after(seq uint64, dst []entry) []entry {
 	return dst
 }
 
-// find returns the seq of the newest entry with the given id.
-func (r *ring) find(id string) (uint64, bool) {
-	for i := r.n - 1; i >= 0; i-- {
+// find returns how many entries have the given id, and the seq of one.
+func (r *ring) find(id string) (seq uint64, n int) {
+	for i := 0; i < r.n; i++ {
 		if e := r.at(i); e.id == id {
-			return e.seq, true
+			seq = e.seq
+			n++
 		}
 	}
-	return 0, false
+	return seq, n
 }
 
 func (r *ring) len() int { return r.n }
