@@ -95,7 +95,12 @@ func Redact(rawURL string) string {
 	if err != nil {
 		return "(unparsable URL)"
 	}
-	return u.Redacted()
+	out := u.Redacted()
+	if u.Host == "" && strings.HasPrefix(rawURL, u.Scheme+"://") && !strings.HasPrefix(out, u.Scheme+"://") {
+		// url drops an empty authority: keep memory:// as written.
+		out = u.Scheme + "://" + strings.TrimPrefix(out, u.Scheme+":")
+	}
+	return out
 }
 
 // wantSet is the set of channels that should be listened to, kept by

@@ -153,6 +153,9 @@ func TestRedactHidesPassword(t *testing.T) {
 	if got != "postgres://relay:xxxxx@db/app" {
 		t.Fatalf("Redact = %q", got)
 	}
+	if got := Redact("memory://"); got != "memory://" {
+		t.Fatalf("Redact(memory://) = %q", got)
+	}
 }
 
 func TestPostgresListenNotifyAndFold(t *testing.T) {
