@@ -6,6 +6,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	cryptotls "crypto/tls"
 	"fmt"
 	"net/http"
 	"os"
@@ -64,6 +65,7 @@ type node struct {
 	base      string
 	adminPort int
 	httpPort  int
+	tls       bool          // the site is https:// with Caddy's internal CA
 	done      chan struct{} // closed when the process has exited
 }
 
@@ -75,6 +77,21 @@ func startNode(t *testing.T, lines string) *node {
 
 // caddyfile is the whole config of n with site as its one site's body.
 func (n *node) caddyfile(site string) string {
+	if n.tls {
+		return fmt.Sprintf(`{
+	admin 127.0.0.1:%d
+	https_port %d
+	auto_https disable_redirects
+	default_bind 127.0.0.1
+	persist_config off
+	skip_install_trust
+}
+https://127.0.0.1:%d {
+	tls internal
+%s
+}
+`, n.adminPort, n.httpPort, n.httpPort, site)
+	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	http_port %d
@@ -104,10 +121,20 @@ func (n *node) reload(t *testing.T, site string) {
 // startSite runs Caddy with one site whose body is site.
 func startSite(t *testing.T, site string) *node {
 	t.Helper()
+	return startNodeOf(t, site, false)
+}
+
+// startNodeOf runs Caddy with one site, on https:// when tls is set.
+func startNodeOf(t *testing.T, site string, tls bool) *node {
+	t.Helper()
 	adminPort, _ := testsrv.FreePort()
 	httpPort, _ := testsrv.FreePort()
-	n := &node{admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), base: fmt.Sprintf("http://127.0.0.1:%d", httpPort),
-		adminPort: adminPort, httpPort: httpPort, done: make(chan struct{})}
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	n := &node{admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), base: fmt.Sprintf("%s://127.0.0.1:%d", scheme, httpPort),
+		adminPort: adminPort, httpPort: httpPort, tls: tls, done: make(chan struct{})}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(n.caddyfile(site)), 0o600); err != nil {
@@ -137,8 +164,14 @@ func startSite(t *testing.T, site string) *node {
 	// A timeout, because polling a port nobody listens on yet can connect
 	// to itself on loopback and wait forever.
 	poll := &http.Client{Timeout: 2 * time.Second}
+	ready := n.admin + "/config/"
+	if tls {
+		// Up once the internal CA has issued the site's certificate.
+		ready = n.base + "/"
+		poll.Transport = &http.Transport{TLSClientConfig: &cryptotls.Config{InsecureSkipVerify: true}}
+	}
 	for {
-		resp, err := poll.Get(n.admin + "/config/")
+		resp, err := poll.Get(ready)
 		if err == nil {
 			resp.Body.Close()
 			return n

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tlsSite is an sse_relay route whose streams a reload ends quickly.
+func tlsSite(heartbeat string) string {
+	return fmt.Sprintf(`	sse_relay /events/* {
+		publish_key k
+		heartbeat %s
+		reload_close_window 200ms
+	}`, heartbeat)
+}
+
+// TestTLSStreams: over HTTPS, as browsers use it, both HTTP/2 (served
+// through the response) and HTTP/1.1 (taken over as a TLS connection)
+// deliver events, end at a reload, and free their slot when the client
+// leaves.
+func TestTLSStreams(t *testing.T) {
+	n := startNodeOf(t, tlsSite("15s"), true)
+	for _, c := range []struct {
+		name  string
+		major int
+		tr    *http.Transport
+	}{
+		{"HTTP/2", 2, &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}},
+		// A non-nil, empty TLSNextProto turns HTTP/2 off.
+		{"HTTP/1.1", 1, &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+			TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			client := &http.Client{Transport: c.tr}
+			defer c.tr.CloseIdleConnections()
+			resp, err := client.Get(n.base + "/events/tls")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 || resp.ProtoMajor != c.major || resp.Header.Get("Content-Type") != "text/event-stream" {
+				t.Fatalf("%s %d %v", resp.Proto, resp.StatusCode, resp.Header)
+			}
+			rd := bufio.NewReader(resp.Body)
+
+			publish(t, client, n.base+"/events/tls", "over "+c.name)
+			if d, err := nextDataFrom(rd, 10*time.Second); err != nil || d != "over "+c.name {
+				t.Fatalf("got %q, %v", d, err)
+			}
+
+			// A reload ends the stream within the close window.
+			start := time.Now()
+			n.reload(t, tlsSite(fmt.Sprintf("%ds", 16+c.major)))
+			if _, err := nextDataFrom(rd, 10*time.Second); err != io.EOF && err != io.ErrUnexpectedEOF {
+				t.Fatalf("after a reload: %v, want the stream to end", err)
+			}
+			t.Logf("%s: stream ended %v after the reload began", c.name, time.Since(start).Round(time.Millisecond))
+
+			// A client that leaves frees its stream.
+			again, err := client.Get(n.base + "/events/tls")
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitStreams(t, n, 1)
+			again.Body.Close()
+			waitStreams(t, n, 0)
+		})
+	}
+}
+
+func publish(t *testing.T, client *http.Client, url, body string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer k")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("publish: %d", resp.StatusCode)
+	}
+}
+
+// nextDataFrom returns the data of the next event on rd.
+func nextDataFrom(rd *bufio.Reader, timeout time.Duration) (string, error) {
+	s := &stream{rd: rd}
+	return s.nextData(timeout)
+}
+
+// waitStreams waits until the node's stats count want open streams.
+func waitStreams(t *testing.T, n *node, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var stats struct {
+			Totals struct {
+				Streams int `json:"streams"`
+			} `json:"totals"`
+		}
+		resp, err := http.Get(n.admin + "/sse_relay/stats")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&stats)
+			resp.Body.Close()
+		}
+		if err == nil && stats.Totals.Streams == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("open streams: %d (%v), want %d", stats.Totals.Streams, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
