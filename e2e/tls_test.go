@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go/http3"
 )
 
 // tlsSite is an sse_relay route whose streams a reload ends quickly.
@@ -21,20 +23,26 @@ func tlsSite(heartbeat string) string {
 	}`, heartbeat)
 }
 
-// TestTLSStreams: over HTTPS, as browsers use it, both HTTP/2 (served
-// through the response) and HTTP/1.1 (taken over as a TLS connection)
-// deliver events, end at a reload, and free their slot when the client
+// TestTLSStreams: over HTTPS, as browsers use it, HTTP/3 and HTTP/2
+// (served through the response) and HTTP/1.1 (taken over as a TLS
+// connection) deliver events, end at a reload, and free their slot when the client
 // leaves.
 func TestTLSStreams(t *testing.T) {
 	n := startNodeOf(t, tlsSite("15s"), true)
+	// One config each: a transport adds its ALPN protocols to the one it gets.
+	insecure := func() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
 	for _, c := range []struct {
 		name  string
 		major int
-		tr    *http.Transport
+		tr    interface {
+			http.RoundTripper
+			CloseIdleConnections()
+		}
 	}{
-		{"HTTP/2", 2, &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}},
+		{"HTTP/3", 3, &http3.Transport{TLSClientConfig: insecure()}},
+		{"HTTP/2", 2, &http.Transport{TLSClientConfig: insecure(), ForceAttemptHTTP2: true}},
 		// A non-nil, empty TLSNextProto turns HTTP/2 off.
-		{"HTTP/1.1", 1, &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+		{"HTTP/1.1", 1, &http.Transport{TLSClientConfig: insecure(),
 			TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
