@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -27,17 +26,7 @@ var servers *testsrv.Servers
 
 const base = "http://localhost:9080"
 
-func TestMain(m *testing.M) {
-	var err error
-	servers, err = testsrv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test servers:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	servers.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testsrv.Main(m, &servers) }
 
 // globals is the Caddyfile global block every test config starts with.
 const globals = `{

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -16,17 +15,7 @@ import (
 
 var servers *testsrv.Servers
 
-func TestMain(m *testing.M) {
-	var err error
-	servers, err = testsrv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test servers:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	servers.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testsrv.Main(m, &servers) }
 
 // recorder is a Sink that keeps what it got.
 type recorder struct {
@@ -110,7 +99,8 @@ func open(t *testing.T, url string) (Broker, *recorder) {
 	return b, rec
 }
 
-func pgExec(t *testing.T, sql string, args ...any) {
+// pgQuery runs use on a connection of its own, closed afterwards.
+func pgQuery(t *testing.T, use func(ctx context.Context, conn *pgx.Conn) error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -119,24 +109,29 @@ func pgExec(t *testing.T, sql string, args ...any) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
+	if err := use(ctx, conn); err != nil {
+		t.Fatal(err)
 	}
 }
 
-func pgCount(t *testing.T, sql string) int {
+func pgExec(t *testing.T, sql string, args ...any) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, servers.PG.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, sql).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
+	pgQuery(t, func(ctx context.Context, conn *pgx.Conn) error {
+		if _, err := conn.Exec(ctx, sql, args...); err != nil {
+			return fmt.Errorf("%s: %w", sql, err)
+		}
+		return nil
+	})
+}
+
+func pgCount(t *testing.T, sql string) (n int) {
+	t.Helper()
+	pgQuery(t, func(ctx context.Context, conn *pgx.Conn) error {
+		if err := conn.QueryRow(ctx, sql).Scan(&n); err != nil {
+			return fmt.Errorf("%s: %w", sql, err)
+		}
+		return nil
+	})
 	return n
 }
 

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -243,6 +244,19 @@ func Start() (*Servers, error) {
 		return nil, err
 	}
 	return &Servers{PG: pg, Redis: rd}, nil
+}
+
+// Main is a test binary's TestMain: it starts both servers into *s, runs
+// the tests and exits with their code, failing when a server cannot start.
+func Main(m *testing.M, s **Servers) {
+	var err error
+	if *s, err = Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "test servers:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	(*s).Stop()
+	os.Exit(code)
 }
 
 // Stop stops both servers.
