@@ -122,25 +122,13 @@ func (h *Handler) takeOver(w http.ResponseWriter, st *stream) bool {
 	st.buf = append(head, st.buf...)
 	st.out = &connOut{conn: conn, timeout: time.Duration(h.WriteTimeout)}
 	gone := make(chan struct{})
-	go watchClose(conn, gone)
+	unwatch := watchHangup(conn, gone)
 	go func() {
 		st.run(gone)
+		unwatch()
 		_ = conn.Close()
 	}()
 	return true
-}
-
-// watchClose closes gone when the client closes its side or the
-// connection fails. Clients send nothing on an event stream, so a read
-// only ever returns at the end.
-func watchClose(conn net.Conn, gone chan<- struct{}) {
-	var b [1]byte
-	for {
-		if _, err := conn.Read(b[:]); err != nil {
-			close(gone)
-			return
-		}
-	}
 }
 
 type headerBuf []byte

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package sserelay
+
+import "syscall"
+
+// hangupSet has no shared watcher off Linux: every stream reads its own
+// connection.
+type hangupSet struct{}
+
+var hangups hangupSet
+
+func (hangupSet) watch(syscall.RawConn, chan struct{}) (func(), bool) { return nil, false }
