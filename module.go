@@ -170,16 +170,27 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.endOnce = new(sync.Once)
 	repl := caddy.NewReplacer()
 
-	h.brokerURL = repl.ReplaceKnown(h.Broker, "")
+	var err error
+	if h.brokerURL, err = setting("broker", h.Broker, repl); err != nil {
+		return err
+	}
 	if h.brokerURL == "" {
 		if app, err := ctx.AppIfConfigured("sse_relay"); err == nil && app != nil {
-			h.brokerURL = repl.ReplaceKnown(app.(*App).Broker, "")
+			if h.brokerURL, err = setting("sse_relay broker", app.(*App).Broker, repl); err != nil {
+				return err
+			}
 		}
 	}
 	if h.brokerURL == "" {
 		h.brokerURL = DefaultBroker
 	}
+	// An unset publish key leaves POST off: that fails closed, and lets one
+	// Caddyfile serve with and without publishing.
 	h.publishKey = repl.ReplaceKnown(h.PublishKey, "")
+	jwtSecret, err := setting("jwt_secret", h.JWTSecret, repl)
+	if err != nil {
+		return err
+	}
 	if h.Heartbeat == nil {
 		d := caddy.Duration(DefaultHeartbeat)
 		h.Heartbeat = &d
@@ -213,11 +224,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxConnectionsPerIP == 0 {
 		h.MaxConnectionsPerIP = DefaultMaxConnectionsIP
 	}
-	var err error
 	if h.origins, err = parseOrigins(h.AllowedOrigins); err != nil {
 		return err
 	}
-	if h.verifier, err = newVerifier(repl.ReplaceKnown(h.JWTSecret, ""), h.JWTPublicKey); err != nil {
+	if h.verifier, err = newVerifier(jwtSecret, h.JWTPublicKey); err != nil {
 		return err
 	}
 
@@ -238,6 +248,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("events app: %w", err)
 	}
 	return events.(*caddyevents.App).On("stopping", stoppingHook{h})
+}
+
+// setting resolves the placeholders of a configured value. A value that
+// was set but comes out empty (an unset {env.…}) is an error: quietly
+// falling back would turn token checks off, or split nodes onto separate
+// memory brokers.
+func setting(name, configured string, repl *caddy.Replacer) (string, error) {
+	v := repl.ReplaceKnown(configured, "")
+	if configured != "" && v == "" {
+		return "", fmt.Errorf("%s %q is empty once its placeholders are filled in: is the environment variable set?", name, configured)
+	}
+	return v, nil
 }
 
 // Validate checks the configuration.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -392,4 +393,40 @@ func TestSlowSubscriberCutOff(t *testing.T) {
 		t.Fatalf("slow client got all %d events; it should have been cut off", frames)
 	}
 	t.Logf("fast client: %d events, worst wait %v; slow client cut off", count, worst)
+}
+
+// loadFails posts config to the running test Caddy's admin API and returns
+// why it was refused; the config in force stays.
+func loadFails(t *testing.T, config string) string {
+	t.Helper()
+	resp, err := http.Post("http://localhost:2999/load", "text/caddyfile", strings.NewReader(globals+config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusOK {
+		t.Fatalf("config loaded, want it refused:\n%s", config)
+	}
+	return string(b)
+}
+
+// TestEmptyPlaceholderRefused: a token secret or a broker from an unset
+// environment variable stops the config, instead of quietly turning token
+// checks off or falling back to memory://. (An unset publish_key leaves
+// POST off, which fails closed: TestPostWithoutKeyIs405's config.)
+func TestEmptyPlaceholderRefused(t *testing.T) {
+	load(t, site("jwt_secret "+strings.Repeat("s", 32)))
+	for _, line := range []string{
+		"jwt_secret {env.SSE_RELAY_TEST_UNSET}",
+		"broker {env.SSE_RELAY_TEST_UNSET}",
+	} {
+		if why := loadFails(t, site(line)); !strings.Contains(why, "environment variable") {
+			t.Errorf("%s: refused with %q, want the unset variable named", line, why)
+		}
+	}
+	// The config in force still wants tokens.
+	if code, _, _ := do(t, "GET", "/events/a", ""); code != 401 {
+		t.Fatalf("after the refused loads: %d, want 401", code)
+	}
 }
