@@ -40,12 +40,26 @@ func parseOrigins(list []string) (originSet, error) {
 	return s, nil
 }
 
-// allows reports whether a request with this Origin may proceed. With no
-// list configured only the same origin is allowed.
-func (s originSet) allows(origin string, r *http.Request) bool {
-	if s.any {
-		return true
+// corsHeaders sets the CORS answer for origin, or reports false when the
+// origin may not proceed. A listed origin (or the same origin, with no
+// list) is echoed with credentials; `*` lets any other origin read without
+// them, so a page elsewhere cannot use the visitor's cookies here.
+func (s originSet) corsHeaders(h http.Header, origin string, r *http.Request) bool {
+	switch {
+	case s.listed(origin, r):
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Allow-Credentials", "true")
+	case s.any:
+		h.Set("Access-Control-Allow-Origin", "*")
+	default:
+		return false
 	}
+	return true
+}
+
+// listed reports whether origin is one of the list's, or the same origin
+// when no list names any.
+func (s originSet) listed(origin string, r *http.Request) bool {
 	o := strings.ToLower(origin)
 	if s.exact[o] {
 		return true

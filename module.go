@@ -293,13 +293,9 @@ func (h *Handler) Validate() error {
 // publishes (POST). It is terminal: it never calls next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	origin := r.Header.Get("Origin")
-	if origin != "" {
-		if !h.origins.allows(origin, r) {
-			refuse(w, http.StatusForbidden, "origin not allowed")
-			return nil
-		}
-		w.Header().Set("Access-Control-Allow-Origin", origin)
-		w.Header().Set("Access-Control-Allow-Credentials", "true")
+	if origin != "" && !h.origins.corsHeaders(w.Header(), origin, r) {
+		refuse(w, http.StatusForbidden, "origin not allowed")
+		return nil
 	}
 	w.Header().Add("Vary", "Origin")
 
