@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
 )
 
 // verifier checks subscriber and publisher JWTs. The accepted algorithm
@@ -79,8 +81,8 @@ func (v *verifier) parse(token string) (*claims, error) {
 // configured cookie, then the `token` query value (EventSource cannot set
 // headers).
 func (h *Handler) token(r *http.Request) string {
-	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return strings.TrimSpace(t)
+	if t, ok := bearer(r); ok {
+		return t
 	}
 	if h.JWTCookie != "" {
 		if c, err := r.Cookie(h.JWTCookie); err == nil {
@@ -88,6 +90,16 @@ func (h *Handler) token(r *http.Request) string {
 		}
 	}
 	return r.URL.Query().Get("token")
+}
+
+// bearer is the credential of an `Authorization: Bearer …` header; the
+// scheme name is case-insensitive, as HTTP has it.
+func bearer(r *http.Request) (string, bool) {
+	scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(cred), true
 }
 
 // authError is a refusal with its status.
@@ -112,10 +124,30 @@ func (h *Handler) authorize(r *http.Request, channels []string) (time.Time, erro
 	if err != nil {
 		return time.Time{}, &authError{http.StatusUnauthorized, "invalid token"}
 	}
-	if ch, ok := granted(c.Channels, channels); !ok {
+	if ch, ok := granted(c.Channels, h.received(channels)); !ok {
 		return time.Time{}, &authError{http.StatusForbidden, fmt.Sprintf("channel %q not granted", ch)}
 	}
 	return c.ExpiresAt.Time, nil
+}
+
+// received is every channel whose events a stream of channels gets: on
+// Postgres, a name with capitals also gets the unquoted NOTIFY of its
+// lowercase form, so a token must grant that too (user.Alice must not
+// read user.alice's events).
+func (h *Handler) received(channels []string) []string {
+	if !h.relay.broker.Limits().FoldsCase {
+		return channels
+	}
+	out := channels
+	for _, ch := range channels {
+		if folded := broker.FoldASCII(ch); folded != ch {
+			if len(out) == len(channels) {
+				out = append([]string(nil), channels...)
+			}
+			out = append(out, folded)
+		}
+	}
+	return out
 }
 
 // granted reports whether every channel matches one of the grants, and

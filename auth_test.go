@@ -64,6 +64,7 @@ func TestJWTSubscribers(t *testing.T) {
 		{"header token", "/events/user.42", []string{"Authorization", "Bearer " + good}, 200},
 		{"cookie token", "/events/user.42", []string{"Cookie", "sse_token=" + good}, 200},
 		{"query token", "/events/user.42?token=" + good, nil, 200},
+		{"scheme name in lowercase", "/events/user.42", []string{"Authorization", "bearer " + good}, 200},
 	}
 	for _, c := range cases {
 		if c.want == 200 {
@@ -91,6 +92,24 @@ func TestJWTSubscribers(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("stream outlived its token")
 	}
+}
+
+// TestJWTCaseFoldingOnPostgres: on Postgres a channel with capitals also
+// receives the unquoted NOTIFY of its lowercase name, so a token granting
+// user.Alice alone cannot open it (it would read user.alice's events); a
+// token granting both can.
+func TestJWTCaseFoldingOnPostgres(t *testing.T) {
+	load(t, site("broker "+servers.PG.URL()+"\njwt_secret "+testSecret))
+	alice := hsToken(t, jwt.MapClaims{"channels": []string{"user.Alice"}, "exp": expiresIn(time.Hour)})
+	if code, _, body := do(t, "GET", "/events/user.Alice?token="+alice, ""); code != 403 || !strings.Contains(body, "user.alice") {
+		t.Fatalf("user.Alice without user.alice granted: %d %q, want 403 naming user.alice", code, body)
+	}
+	both := hsToken(t, jwt.MapClaims{"channels": []string{"user.Alice", "user.alice"}, "exp": expiresIn(time.Hour)})
+	s := subscribe(t, "/events/user.Alice?token="+both)
+	s.Close()
+	// Lowercase names need nothing more.
+	lower := hsToken(t, jwt.MapClaims{"channels": []string{"user.bob"}, "exp": expiresIn(time.Hour)})
+	subscribe(t, "/events/user.bob?token="+lower).Close()
 }
 
 func TestJWTPublishers(t *testing.T) {

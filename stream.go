@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -368,7 +367,7 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
 // authorizePublish accepts the publish key (compared in constant time) or
 // a token whose publish claim grants every channel.
 func (h *Handler) authorizePublish(r *http.Request, channels []string) error {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	tok, ok := bearer(r)
 	if !ok || tok == "" {
 		return &authError{http.StatusUnauthorized, "missing publish key or token"}
 	}
