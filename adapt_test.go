@@ -72,6 +72,9 @@ func TestDirectiveSubdirectivesAdapt(t *testing.T) {
 		{"max_connections_per_ip 20", "max_connections_per_ip", float64(20)},
 		{"write_timeout 5s", "write_timeout", float64(5e9)},
 		{"reload_close_window 2s", "reload_close_window", float64(2e9)},
+		{"reload_close_window 0", "reload_close_window", float64(0)}, // end at once, not the default
+		{"allowed_origins https://a.example.com\n\t\tallowed_origins https://b.example.com", "allowed_origins",
+			[]any{"https://a.example.com", "https://b.example.com"}}, // lines add up
 	}
 	for _, c := range cases {
 		cfg, err := adapt(t, "", "\t\t"+c.line)
@@ -133,6 +136,9 @@ func TestDirectiveMalformed(t *testing.T) {
 		{"", "\t\tmax_connections -5", 6},
 		{"", "\t\tallowed_origins", 6},
 		{"", "\t\tlinger", 6},
+		{"", "\t\twrite_timeout 0", 6},
+		{"", "\t\tallowed_origins example.com", 6},
+		{"", "\t\tallowed_origins https://a.*.example.com", 6},
 		{"\tsse_relay {\n\t\tcolour red\n\t}\n", "", 4},
 		{"\tsse_relay extra {\n\t}\n", "", 3},
 	}

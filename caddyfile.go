@@ -76,10 +76,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "max_connections_per_ip":
 			h.MaxConnectionsPerIP, err = countArg(d, 1)
 		case "allowed_origins":
-			h.AllowedOrigins = d.RemainingArgs()
-			if len(h.AllowedOrigins) == 0 {
+			origins := d.RemainingArgs()
+			if len(origins) == 0 {
 				return d.ArgErr()
 			}
+			if _, err := parseOrigins(origins); err != nil {
+				return d.Err(err.Error())
+			}
+			// Several lines add up.
+			h.AllowedOrigins = append(h.AllowedOrigins, origins...)
 		case "heartbeat":
 			var v caddy.Duration
 			v, err = durationArg(d)
@@ -91,9 +96,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "retry":
 			h.Retry, err = durationArg(d)
 		case "write_timeout":
-			h.WriteTimeout, err = durationArg(d)
+			if h.WriteTimeout, err = durationArg(d); err == nil && h.WriteTimeout == 0 {
+				err = d.Err("write_timeout: must be more than 0: a write without a deadline could hang forever")
+			}
 		case "reload_close_window":
-			h.ReloadCloseWindow, err = durationArg(d)
+			var v caddy.Duration
+			v, err = durationArg(d)
+			h.ReloadCloseWindow = &v // 0: streams of a replaced config end at once
 		case "replay":
 			var n int
 			n, err = countArg(d, 0)

@@ -141,7 +141,7 @@ type Handler struct {
 	// ReloadCloseWindow is the window over which streams of a replaced
 	// config end, at random, so clients reconnect to the new one without
 	// a thundering herd. Default 5s.
-	ReloadCloseWindow caddy.Duration `json:"reload_close_window,omitempty"`
+	ReloadCloseWindow *caddy.Duration `json:"reload_close_window,omitempty"`
 
 	relay      *relay
 	relayKey   string
@@ -215,8 +215,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.WriteTimeout == 0 {
 		h.WriteTimeout = caddy.Duration(DefaultWriteTimeout)
 	}
-	if h.ReloadCloseWindow == 0 {
-		h.ReloadCloseWindow = caddy.Duration(DefaultReloadCloseWindow)
+	if h.ReloadCloseWindow == nil {
+		d := caddy.Duration(DefaultReloadCloseWindow)
+		h.ReloadCloseWindow = &d
 	}
 	if h.MaxConnections == 0 {
 		h.MaxConnections = DefaultMaxConnections
@@ -283,7 +284,7 @@ func (h *Handler) Validate() error {
 		return errors.New("max_connections and max_connections_per_ip must not be negative")
 	case h.JWTCookie != "" && h.verifier == nil:
 		return errors.New("jwt_cookie needs jwt_secret or jwt_public_key")
-	case h.WriteTimeout < 0 || h.ReloadCloseWindow < 0:
+	case h.WriteTimeout < 0 || *h.ReloadCloseWindow < 0:
 		return errors.New("write_timeout and reload_close_window must not be negative")
 	}
 	return nil
@@ -332,7 +333,7 @@ func (h *Handler) allowed() string {
 
 // Cleanup gives the relay back to the pool; the last user closes it.
 func (h *Handler) Cleanup() error {
-	h.end(time.Duration(h.ReloadCloseWindow))
+	h.end(h.closeWindow())
 	if h.relayKey != "" {
 		_, err := relays.Delete(h.relayKey)
 		return err
@@ -349,6 +350,15 @@ func (h *Handler) end(window time.Duration) {
 		h.window = window
 		close(h.ending)
 	})
+}
+
+// closeWindow is reload_close_window; a handler that was never
+// provisioned has none.
+func (h *Handler) closeWindow() time.Duration {
+	if h.ReloadCloseWindow == nil {
+		return 0
+	}
+	return time.Duration(*h.ReloadCloseWindow)
 }
 
 // endDelay is how long one stream waits once ending closes: a random
@@ -368,7 +378,7 @@ func (s stoppingHook) Handle(context.Context, caddy.Event) error {
 	if caddy.Exiting() {
 		s.h.end(0)
 	} else {
-		s.h.end(time.Duration(s.h.ReloadCloseWindow))
+		s.h.end(s.h.closeWindow())
 	}
 	return nil
 }
