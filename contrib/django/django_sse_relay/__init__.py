@@ -55,9 +55,13 @@ def check_channel(channel, backend=None):
 def payload(data=None, *, event=None, id=None, retry=None):
     """The JSON payload of the relay's contract, with unset fields left out."""
     for name, value in (("event", event), ("id", id)):
-        if value is not None and any(c in str(value) for c in "\r\n\0"):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError("%s must be a string or an integer, not %r" % (name, value))
+        if any(c in str(value) for c in "\r\n\0"):
             raise ValueError("%s must not contain CR, LF or NUL" % name)
-    if retry is not None and (not isinstance(retry, int) or retry < 0):
+    if retry is not None and (isinstance(retry, bool) or not isinstance(retry, int) or retry < 0):
         raise ValueError("retry must be a non-negative integer (milliseconds)")
     fields = {"event": event, "id": id, "data": data, "retry": retry}
     return json.dumps({k: v for k, v in fields.items() if v is not None}, separators=(",", ":"))

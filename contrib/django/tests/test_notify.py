@@ -24,7 +24,8 @@ class PayloadTests(unittest.TestCase):
         self.assertEqual(payload("x", id=7, retry=500), '{"id":7,"data":"x","retry":500}')
 
     def test_refuses_injection_and_bad_retry(self):
-        for kwargs in ({"event": "a\nb"}, {"id": "1\r"}, {"retry": -1}, {"retry": 1.5}):
+        for kwargs in ({"event": "a\nb"}, {"id": "1\r"}, {"retry": -1}, {"retry": 1.5}, {"retry": True},
+                       {"event": ["a"]}, {"id": {"x": 1}}, {"id": False}):
             with self.assertRaises(ValueError):
                 payload("x", **kwargs)
 
@@ -67,6 +68,9 @@ class TemplateTagTests(unittest.TestCase):
         with override_settings(SSE_RELAY_URL_PREFIX="/sse/"):
             out = Template('{% load sse_relay %}{% sse_url "user.42" token=True %}').render(Context())
         self.assertTrue(out.startswith("/sse/user.42?token="), out)
+        # Not HTML-escaped: inside <script> an &amp; would break the URL.
+        out = Template('{% load sse_relay %}{% sse_url "a" "b" token=True %}').render(Context())
+        self.assertTrue(out.startswith("/events/?channel=a%2Cb&token="), out)
 
 
 class Stream:

@@ -1,5 +1,6 @@
 """{% load sse_relay %} then {% sse_url "orders" %} or {% sse_url "user.42" token=True %}."""
 from django import template
+from django.utils.safestring import mark_safe
 
 from django_sse_relay import sse_url as _sse_url
 
@@ -8,4 +9,7 @@ register = template.Library()
 
 @register.simple_tag
 def sse_url(*channels, token=False, ttl=3600):
-    return _sse_url(*channels, token=token, ttl=ttl)
+    # Safe as it is: channels are percent-encoded and the token is base64url,
+    # so the URL has no quote or angle bracket. Escaping would turn & into
+    # &amp;, which breaks the URL inside <script>.
+    return mark_safe(_sse_url(*channels, token=token, ttl=ttl))
