@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // originSet is the parsed allowed_origins list.
@@ -72,13 +74,24 @@ func (s originSet) listed(origin string, r *http.Request) bool {
 		}
 	}
 	if len(s.exact) == 0 && len(s.suffixes) == 0 {
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		return o == scheme+"://"+strings.ToLower(r.Host)
+		return o == requestScheme(r)+"://"+strings.ToLower(r.Host)
 	}
 	return false
+}
+
+// requestScheme is the scheme the browser used: Caddy's own, or, when the
+// request came through one of Caddy's trusted_proxies, the proxy's
+// X-Forwarded-Proto (a load balancer that ends TLS forwards plain HTTP).
+func requestScheme(r *http.Request) string {
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
+		if p := strings.ToLower(strings.TrimSpace(strings.Split(r.Header.Get("X-Forwarded-Proto"), ",")[0])); p == "http" || p == "https" {
+			return p
+		}
+	}
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // servePreflight answers OPTIONS; the origin was already checked.

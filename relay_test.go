@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // fanOut opens 300 subscribers over 3 channels, publishes 50 events on
@@ -306,6 +308,32 @@ func TestCORS(t *testing.T) {
 // TestStarOriginAllowsAny: `*` lets any origin read, but without
 // credentials, so another site's page cannot ride the visitor's cookies;
 // origins listed beside it keep theirs.
+// TestSameOriginBehindTLSProxy: with no allowed_origins, a page served
+// over https by a load balancer that ends TLS is same-origin, as the
+// trusted proxy's X-Forwarded-Proto says; an untrusted client's header is
+// not believed.
+func TestSameOriginBehindTLSProxy(t *testing.T) {
+	trusting := strings.Replace(globals, "\tgrace_period 5s\n", "\tgrace_period 5s\n\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32 ::1/128\n\t}\n", 1)
+	var skipped bool
+	t.Run("load", func(st *testing.T) {
+		caddytest.NewTester(st).InitServer(trusting+site(""), "caddyfile")
+		skipped = st.Skipped()
+	})
+	if skipped {
+		t.Fatal("the caddytest integration harness could not start Caddy")
+	}
+	if code, _, _ := do(t, "GET", "/events/", "", "Origin", "https://localhost:9080", "X-Forwarded-Proto", "https"); code != 204 {
+		t.Fatalf("https page behind a trusted TLS proxy: %d, want 204 (allowed, no channel)", code)
+	}
+	if code, _, _ := do(t, "GET", "/events/", "", "Origin", "https://localhost:9080"); code != 403 {
+		t.Fatalf("https origin over plain http without a proxy's word: %d, want 403", code)
+	}
+	load(t, site(""))
+	if code, _, _ := do(t, "GET", "/events/", "", "Origin", "https://localhost:9080", "X-Forwarded-Proto", "https"); code != 403 {
+		t.Fatalf("X-Forwarded-Proto from an untrusted client: %d, want 403", code)
+	}
+}
+
 func TestStarOriginAllowsAny(t *testing.T) {
 	load(t, site("allowed_origins * https://app.example.com"))
 	c := subscribe(t, "/events/a", "Origin", "https://anything.test")
