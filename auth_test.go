@@ -1,6 +1,9 @@
 package sserelay
 
 import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -175,6 +178,38 @@ func TestJWTPublicKeyPinsAlgorithm(t *testing.T) {
 	forged, _ := jwt.NewWithClaims(jwt.SigningMethodRS256, claims).SignedString(other)
 	if code, _, _ := do(t, "GET", "/events/a", "", "Authorization", "Bearer "+forged); code != 401 {
 		t.Fatalf("token from another key: %d, want 401", code)
+	}
+}
+
+// TestJWTECAndEd25519Keys: an EC P-256 key takes ES256 and an Ed25519 key
+// EdDSA, and neither takes a token of the other kind.
+func TestJWTECAndEd25519Keys(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	claims := jwt.MapClaims{"channels": []string{"*"}, "exp": expiresIn(time.Hour)}
+	es256, _ := jwt.NewWithClaims(jwt.SigningMethodES256, claims).SignedString(ec)
+	eddsa, _ := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims).SignedString(ed)
+	for _, c := range []struct {
+		name        string
+		pub         any
+		good, wrong string
+	}{
+		{"EC P-256", &ec.PublicKey, es256, eddsa},
+		{"Ed25519", ed.Public(), eddsa, es256},
+	} {
+		der, err := x509.MarshalPKIXPublicKey(c.pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "jwt.pem")
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		load(t, site("jwt_public_key "+path))
+		subscribe(t, "/events/a", "Authorization", "Bearer "+c.good).Close()
+		if code, _, _ := do(t, "GET", "/events/a", "", "Authorization", "Bearer "+c.wrong); code != 401 {
+			t.Fatalf("%s key, token of the other kind: %d, want 401", c.name, code)
+		}
 	}
 }
 

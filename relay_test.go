@@ -1,9 +1,11 @@
 package sserelay
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -368,6 +370,33 @@ func TestChannelsFromQueryAndTemplate(t *testing.T) {
 	if code, _, _ := do(t, "GET", "/events/whatever", ""); code != 204 {
 		t.Fatalf("template that resolves to nothing: %d, want 204", code)
 	}
+	if code, _, body := do(t, "GET", "/events/whatever", "", "X-Sse-Channels", "ok, bad name"); code != 400 || !strings.Contains(body, "whitespace") {
+		t.Fatalf("template that resolves to a bad name: %d %q, want 400", code, body)
+	}
+}
+
+// TestPublishBodyCut: a POST whose body ends before its Content-Length is
+// a 400, and nothing is published.
+func TestPublishBodyCut(t *testing.T) {
+	load(t, site("publish_key k"))
+	sub := subscribe(t, "/events/cut")
+	c, err := net.Dial("tcp", "localhost:9080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /events/cut HTTP/1.1\r\nHost: localhost:9080\r\nAuthorization: Bearer k\r\nContent-Length: 100\r\n\r\nonly part")
+	_ = c.(*net.TCPConn).CloseWrite()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("cut body: %d, want 400", resp.StatusCode)
+	}
+	sub.nothing(t, 200*time.Millisecond)
 }
 
 // TestSlowSubscriberCutOff has one client that never reads. It is cut off
