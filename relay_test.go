@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -457,6 +458,9 @@ func TestSlowSubscriberCutOff(t *testing.T) {
 		t.Fatalf("slow client got all %d events; it should have been cut off", frames)
 	}
 	t.Logf("fast client: %d events, worst wait %v; slow client cut off", count, worst)
+	if _, body := adminGet(t, "/metrics"); !regexp.MustCompile(`(?m)^caddy_sse_relay_subscribers_dropped_total\{reason="slow"\} [1-9]`).MatchString(body) {
+		t.Fatal("/metrics does not count the slow subscriber")
+	}
 }
 
 // loadFails posts config to the running test Caddy's admin API and returns

@@ -204,9 +204,11 @@ func (s *stream) start() {
 func (s *stream) run(gone <-chan struct{}) bool {
 	defer s.done()
 	if err := s.flush(); err != nil {
+		metrics.dropped.WithLabelValues("write_error").Inc()
 		return true
 	}
 	if err := s.flushBacklog(); err != nil {
+		metrics.dropped.WithLabelValues("write_error").Inc()
 		return true
 	}
 	metrics.open.Inc()
