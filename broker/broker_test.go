@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -133,6 +134,29 @@ func pgCount(t *testing.T, sql string) (n int) {
 		return nil
 	})
 	return n
+}
+
+// TestOpenSchemeAliases: postgresql:// is Postgres (and connects), and
+// rediss:// is Redis over TLS (its client asks for TLS).
+func TestOpenSchemeAliases(t *testing.T) {
+	b, rec := open(t, strings.Replace(servers.PG.URL(), "postgres://", "postgresql://", 1))
+	if !b.Limits().FoldsCase {
+		t.Fatal("postgresql:// did not open the Postgres broker")
+	}
+	waitReady(t, b.Listen("alias"))
+	if err := b.Publish(context.Background(), "alias", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "an event over postgresql://", func() bool { return rec.has("alias x") })
+
+	r, err := Open("rediss://redis.example:6380/0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if rb, ok := r.(*redisBroker); !ok || rb.client.Options().TLSConfig == nil {
+		t.Fatal("rediss:// did not open a Redis broker over TLS")
+	}
 }
 
 func TestOpenRejectsUnknownScheme(t *testing.T) {
@@ -339,5 +363,26 @@ func TestListenWaitsForFirstConnection(t *testing.T) {
 		}
 		rec.waitFor(t, "the first event", func() bool { return rec.has("first x") })
 		_ = b.Close()
+	}
+}
+
+// TestCloseWithoutStart: a broker opened but never started (its config
+// failed to provision further on) closes at once.
+func TestCloseWithoutStart(t *testing.T) {
+	for _, url := range []string{servers.PG.URL(), servers.Redis.URL(), "memory://"} {
+		b, err := Open(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := make(chan struct{})
+		go func() {
+			_ = b.Close()
+			close(closed)
+		}()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: Close without Start hangs", url)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,9 +36,10 @@ type postgres struct {
 	mu      sync.Mutex
 	pending []*publishReq
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	started atomic.Bool
 }
 
 type publishReq struct {
@@ -63,7 +65,10 @@ func newPostgres(rawURL string, logger *zap.Logger) (*postgres, error) {
 	}, nil
 }
 
-func (p *postgres) Start(sink Sink) { go p.run(sink) }
+func (p *postgres) Start(sink Sink) {
+	p.started.Store(true)
+	go p.run(sink)
+}
 
 func (p *postgres) Listen(ch string) <-chan struct{} { return p.want.listen(ch, p.out.knownDown()) }
 
@@ -100,7 +105,9 @@ func (p *postgres) Publish(ctx context.Context, ch string, payload []byte) error
 
 func (p *postgres) Close() error {
 	p.cancel()
-	<-p.done
+	if p.started.Load() { // a broker never started has no goroutine to wait for
+		<-p.done
+	}
 	return nil
 }
 

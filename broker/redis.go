@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -32,9 +33,10 @@ type redisBroker struct {
 	out    outage
 	bo     backoff
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	started atomic.Bool
 }
 
 func newRedis(rawURL string, logger *zap.Logger) (*redisBroker, error) {
@@ -55,7 +57,10 @@ func newRedis(rawURL string, logger *zap.Logger) (*redisBroker, error) {
 	}, nil
 }
 
-func (r *redisBroker) Start(sink Sink) { go r.run(sink) }
+func (r *redisBroker) Start(sink Sink) {
+	r.started.Store(true)
+	go r.run(sink)
+}
 
 func (r *redisBroker) Listen(ch string) <-chan struct{} { return r.want.listen(ch, r.out.knownDown()) }
 
@@ -87,7 +92,9 @@ func (r *redisBroker) Publish(ctx context.Context, ch string, payload []byte) er
 
 func (r *redisBroker) Close() error {
 	r.cancel()
-	<-r.done
+	if r.started.Load() { // a broker never started has no goroutine to wait for
+		<-r.done
+	}
 	return r.client.Close()
 }
 
