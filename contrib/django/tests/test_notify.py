@@ -62,6 +62,12 @@ class TokenTests(unittest.TestCase):
 
 
 class TemplateTagTests(unittest.TestCase):
+    def test_context_processor(self):
+        from django_sse_relay.context_processors import sse_relay
+        self.assertEqual(sse_relay(None), {"SSE_RELAY_URL_PREFIX": "/events/"})
+        with override_settings(SSE_RELAY_URL_PREFIX="/sse/"):
+            self.assertEqual(sse_relay(None), {"SSE_RELAY_URL_PREFIX": "/sse/"})
+
     def test_sse_url(self):
         out = Template('{% load sse_relay %}{% sse_url "orders" %}|{% sse_url "a" "b" %}').render(Context())
         self.assertEqual(out, "/events/orders|/events/?channel=a%2Cb")
