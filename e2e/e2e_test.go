@@ -66,6 +66,8 @@ type node struct {
 	adminPort int
 	httpPort  int
 	tls       bool          // the site is https:// with Caddy's internal CA
+	global    string        // more global options, such as debug
+	log       string        // the file that takes Caddy's stdout and stderr
 	done      chan struct{} // closed when the process has exited
 }
 
@@ -85,12 +87,13 @@ func (n *node) caddyfile(site string) string {
 	default_bind 127.0.0.1
 	persist_config off
 	skip_install_trust
+%s
 }
 https://127.0.0.1:%d {
 	tls internal
 %s
 }
-`, n.adminPort, n.httpPort, n.httpPort, site)
+`, n.adminPort, n.httpPort, n.global, n.httpPort, site)
 	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
@@ -98,11 +101,12 @@ https://127.0.0.1:%d {
 	default_bind 127.0.0.1
 	persist_config off
 	skip_install_trust
+%s
 }
 http://127.0.0.1:%d {
 %s
 }
-`, n.adminPort, n.httpPort, n.httpPort, site)
+`, n.adminPort, n.httpPort, n.global, n.httpPort, site)
 }
 
 // reload replaces n's config through the admin API, as `caddy reload` does.
@@ -127,6 +131,12 @@ func startSite(t *testing.T, site string) *node {
 // startNodeOf runs Caddy with one site, on https:// when tls is set.
 func startNodeOf(t *testing.T, site string, tls bool) *node {
 	t.Helper()
+	return startNodeWith(t, "", site, tls)
+}
+
+// startNodeWith runs Caddy with more global options and one site.
+func startNodeWith(t *testing.T, global, site string, tls bool) *node {
+	t.Helper()
 	adminPort, _ := testsrv.FreePort()
 	httpPort, _ := testsrv.FreePort()
 	scheme := "http"
@@ -134,15 +144,16 @@ func startNodeOf(t *testing.T, site string, tls bool) *node {
 		scheme = "https"
 	}
 	n := &node{admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), base: fmt.Sprintf("%s://127.0.0.1:%d", scheme, httpPort),
-		adminPort: adminPort, httpPort: httpPort, tls: tls, done: make(chan struct{})}
+		adminPort: adminPort, httpPort: httpPort, tls: tls, global: global, done: make(chan struct{})}
 	dir := t.TempDir()
+	n.log = filepath.Join(dir, "caddy.log")
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(n.caddyfile(site)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	log, _ := os.Create(filepath.Join(dir, "caddy.log"))
+	log, _ := os.Create(n.log)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -156,7 +167,7 @@ func startNodeOf(t *testing.T, site string, tls bool) *node {
 		_ = cmd.Process.Kill()
 		<-n.done
 		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "caddy.log"))
+			b, _ := os.ReadFile(n.log)
 			t.Logf("caddy log:\n%s", b)
 		}
 	})
