@@ -17,15 +17,17 @@ here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
 
 pg = urlparse(os.environ["SSE_RELAY_TEST_PG_URL"])
+database = {
+    "ENGINE": "django.db.backends.postgresql",
+    "NAME": pg.path.lstrip("/") or "postgres",
+    "USER": pg.username or "postgres",
+    "PASSWORD": pg.password or "",
+    "HOST": pg.hostname,
+    "PORT": pg.port or 5432,
+}
 settings.configure(
-    DATABASES={"default": {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": pg.path.lstrip("/") or "postgres",
-        "USER": pg.username or "postgres",
-        "PASSWORD": pg.password or "",
-        "HOST": pg.hostname,
-        "PORT": pg.port or 5432,
-    }},
+    # "other" is a second connection, for notify(using=...).
+    DATABASES={"default": database, "other": dict(database)},
     INSTALLED_APPS=["django_sse_relay", "tests.testapp"],
     TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}],
     SSE_RELAY_JWT_SECRET="0123456789abcdef0123456789abcdef-python",

@@ -149,6 +149,32 @@ class _Commit:
 class PostgresEndToEnd(_Commit, unittest.TestCase):
     base = os.environ.get("SSE_RELAY_TEST_BASE")
 
+    def test_using_another_connection(self):
+        """notify(using=...) waits for that connection's transaction, and sends on it."""
+        channel = "orders_other"
+        stream = Stream(self.base + "/events/" + channel)
+        try:
+            with transaction.atomic(using="other"):
+                notify(channel, "on other", using="other")
+                time.sleep(0.5)
+                self.assertTrue(stream.events.empty(), "an event arrived before the other connection committed")
+            self.assertEqual(stream.get(10), "on other")
+
+            class Rollback(Exception):
+                pass
+            try:
+                with transaction.atomic(using="other"):
+                    notify(channel, "rolled back on other", using="other")
+                    raise Rollback
+            except Rollback:
+                pass
+            # A transaction on default does not hold back an event for other.
+            with transaction.atomic():
+                notify(channel, "other, autocommit", using="other")
+                self.assertEqual(stream.get(10), "other, autocommit")
+        finally:
+            stream.close()
+
     def test_event_only_after_commit(self):
         self.check_only_after_commit("orders")
 
