@@ -56,7 +56,12 @@ type Hub struct {
 	listener Listener
 	node     string // prefix of relay-assigned ids
 
+	// mu guards the topics, their rings and the sequence. Fan-out does
+	// not hold it: an event's frame and subscriber list are taken under
+	// mu, then fan is locked before mu is let go, so frames reach queues
+	// in sequence order while subscribes, unsubscribes and stats go on.
 	mu        sync.Mutex
+	fan       sync.Mutex
 	topics    map[string]*topic
 	seq       uint64
 	closed    bool
@@ -68,8 +73,12 @@ type Hub struct {
 }
 
 type topic struct {
-	name   string
-	subs   map[*Subscription]struct{}
+	name string
+	subs map[*Subscription]struct{}
+	// list is subs as a slice for fan-out, built on the first event after
+	// subs changed (nil until then) and never changed once built: a
+	// fan-out outside mu reads it while subscribes build the next one.
+	list   []*Subscription
 	ring   ring
 	ready  <-chan struct{}
 	linger *time.Timer
@@ -211,6 +220,7 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 			t.linger = nil
 		}
 		t.subs[s] = struct{}{}
+		t.list = nil
 		readies = append(readies, t.ready)
 	}
 	if lastEventID != "" && h.opts.Replay > 0 {
@@ -297,6 +307,7 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 			continue
 		}
 		delete(t.subs, s)
+		t.list = nil
 		if len(t.subs) > 0 || t.linger != nil {
 			continue
 		}
@@ -339,9 +350,9 @@ func (h *Hub) Deliver(channel string, payload []byte) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	t := h.topics[channel]
 	if t == nil {
+		h.mu.Unlock()
 		return
 	}
 	h.seq++
@@ -352,7 +363,22 @@ func (h *Hub) Deliver(channel string, payload []byte) {
 	if h.opts.Replay > 0 && ev.HasData {
 		h.keepLocked(t, entry{seq: h.seq, id: ev.ID, frame: frame})
 	}
-	h.fanOutLocked(t, &Frame{Bytes: frame, At: at})
+	subs := t.subscribersLocked()
+	h.fan.Lock()
+	h.mu.Unlock()
+	h.fanOut(subs, &Frame{Bytes: frame, At: at})
+	h.fan.Unlock()
+}
+
+// subscribersLocked is t's subscribers as a slice that stays as it is.
+func (t *topic) subscribersLocked() []*Subscription {
+	if t.list == nil && len(t.subs) > 0 {
+		t.list = make([]*Subscription, 0, len(t.subs))
+		for s := range t.subs {
+			t.list = append(t.list, s)
+		}
+	}
+	return t.list
 }
 
 // keepLocked puts e in t's ring and enforces the node-wide byte cap.
@@ -373,10 +399,12 @@ func (h *Hub) keepLocked(t *topic, e entry) {
 	}
 }
 
-func (h *Hub) fanOutLocked(t *topic, frame *Frame) {
+// fanOut offers frame to subs; the caller holds h.fan. A subscriber that
+// left meanwhile may still get the frame in a queue nobody reads.
+func (h *Hub) fanOut(subs []*Subscription, frame *Frame) {
 	delivered := 0
 	defer func() { h.delivered.Add(uint64(delivered)) }()
-	for s := range t.subs {
+	for _, s := range subs {
 		if s.dropped.Load() {
 			continue
 		}
@@ -396,20 +424,28 @@ func (h *Hub) fanOutLocked(t *topic, frame *Frame) {
 // (the broker connection dropped). The marker is kept in the rings, so a
 // client resuming from before it learns of the gap too.
 func (h *Hub) Reset(channels []string, reason string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	for _, ch := range channels {
-		t := h.topics[ch]
-		if t == nil {
-			continue
-		}
-		h.seq++
-		frame := resetFrame([]string{ch}, reason)
-		if h.opts.Replay > 0 {
-			h.keepLocked(t, entry{seq: h.seq, frame: frame})
-		}
-		h.fanOutLocked(t, &Frame{Bytes: frame, At: time.Now()})
+		h.reset(ch, reason)
 	}
+}
+
+func (h *Hub) reset(channel, reason string) {
+	h.mu.Lock()
+	t := h.topics[channel]
+	if t == nil {
+		h.mu.Unlock()
+		return
+	}
+	h.seq++
+	frame := resetFrame([]string{channel}, reason)
+	if h.opts.Replay > 0 {
+		h.keepLocked(t, entry{seq: h.seq, frame: frame})
+	}
+	subs := t.subscribersLocked()
+	h.fan.Lock()
+	h.mu.Unlock()
+	h.fanOut(subs, &Frame{Bytes: frame, At: time.Now()})
+	h.fan.Unlock()
 }
 
 // Channels lists the channels that have subscribers or linger.
