@@ -349,6 +349,13 @@ func (h *Hub) Deliver(channel string, payload []byte) {
 		}
 		return
 	}
+	h.emit(channel, &ev, nil, at)
+}
+
+// emit gives channel's next event the next sequence number, keeps it in
+// the ring and offers it to the subscribers. The frame is ev's, with an id
+// from the sequence when it has none, or else reset, a marker with no id.
+func (h *Hub) emit(channel string, ev *Event, reset []byte, at time.Time) {
 	h.mu.Lock()
 	t := h.topics[channel]
 	if t == nil {
@@ -356,12 +363,15 @@ func (h *Hub) Deliver(channel string, payload []byte) {
 		return
 	}
 	h.seq++
-	if ev.ID == "" && h.opts.Replay > 0 && ev.HasData {
-		ev.ID = h.node + "-" + strconv.FormatUint(h.seq, 10)
+	frame, id, keep := reset, "", true
+	if ev != nil {
+		if ev.ID == "" && h.opts.Replay > 0 && ev.HasData {
+			ev.ID = h.node + "-" + strconv.FormatUint(h.seq, 10)
+		}
+		frame, id, keep = ev.AppendFrame(make([]byte, 0, frameSize(ev))), ev.ID, ev.HasData
 	}
-	frame := ev.AppendFrame(make([]byte, 0, frameSize(&ev)))
-	if h.opts.Replay > 0 && ev.HasData {
-		h.keepLocked(t, entry{seq: h.seq, id: ev.ID, frame: frame})
+	if h.opts.Replay > 0 && keep {
+		h.keepLocked(t, entry{seq: h.seq, id: id, frame: frame})
 	}
 	subs := t.subscribersLocked()
 	h.fan.Lock()
@@ -425,27 +435,8 @@ func (h *Hub) fanOut(subs []*Subscription, frame *Frame) {
 // client resuming from before it learns of the gap too.
 func (h *Hub) Reset(channels []string, reason string) {
 	for _, ch := range channels {
-		h.reset(ch, reason)
+		h.emit(ch, nil, resetFrame([]string{ch}, reason), time.Now())
 	}
-}
-
-func (h *Hub) reset(channel, reason string) {
-	h.mu.Lock()
-	t := h.topics[channel]
-	if t == nil {
-		h.mu.Unlock()
-		return
-	}
-	h.seq++
-	frame := resetFrame([]string{channel}, reason)
-	if h.opts.Replay > 0 {
-		h.keepLocked(t, entry{seq: h.seq, frame: frame})
-	}
-	subs := t.subscribersLocked()
-	h.fan.Lock()
-	h.mu.Unlock()
-	h.fanOut(subs, &Frame{Bytes: frame, At: time.Now()})
-	h.fan.Unlock()
 }
 
 // Channels lists the channels that have subscribers or linger.
