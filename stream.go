@@ -81,11 +81,18 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 		st.done()
 		return nil
 	}
+	if r.ProtoMajor == 1 {
+		// net/http then sends the body as it is, not chunked, and closes
+		// the connection after it: the body ends when the stream does.
+		hdr.Set("Transfer-Encoding", "identity")
+	}
+	// net/http writes the headers, and Caddy's access log and metrics
+	// see the 200, also for a stream that is taken over.
+	w.WriteHeader(http.StatusOK)
 	st.start()
 	if r.ProtoMajor == 1 && h.takeOver(w, st) {
 		return nil // the stream goes on in its own goroutine
 	}
-	w.WriteHeader(http.StatusOK)
 	st.out = &responseOut{w: w, rc: http.NewResponseController(w), timeout: time.Duration(h.WriteTimeout)}
 	// A keep-alive connection must not carry our deadline into the next
 	// request.
@@ -99,7 +106,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// takeOver hijacks an HTTP/1.x connection once the headers are ready and
+// takeOver hijacks an HTTP/1.x connection, which sends the headers, and
 // serves the stream from a goroutine of its own, so the request's
 // goroutine, with Caddy's deep handler stack, and net/http's buffers and
 // background reader are freed: an idle stream then costs a few KiB. It
@@ -110,15 +117,6 @@ func (h *Handler) takeOver(w http.ResponseWriter, st *stream) bool {
 	if err != nil {
 		return false
 	}
-	head := make([]byte, 0, 512)
-	head = append(head, "HTTP/1.1 200 OK\r\n"...)
-	w.Header().Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	w.Header().Set("Connection", "close") // the body ends when the stream does
-	var hb headerBuf
-	_ = w.Header().Write(&hb)
-	head = append(head, hb...)
-	head = append(head, "\r\n"...)
-	st.buf = append(head, st.buf...)
 	st.out = &connOut{conn: conn, timeout: time.Duration(h.WriteTimeout)}
 	gone := make(chan struct{})
 	unwatch := watchHangup(conn, gone)
@@ -128,13 +126,6 @@ func (h *Handler) takeOver(w http.ResponseWriter, st *stream) bool {
 		_ = conn.Close()
 	}()
 	return true
-}
-
-type headerBuf []byte
-
-func (b *headerBuf) Write(p []byte) (int, error) {
-	*b = append(*b, p...)
-	return len(p), nil
 }
 
 // out is where a stream's bytes go: the response (HTTP/2, HTTP/3, or a

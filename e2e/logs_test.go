@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +101,13 @@ sse_relay /events/* {
 		if !strings.Contains(logs, want) {
 			t.Fatalf("the log has no %s:\n%s", want, logs)
 		}
+	}
+	// Streams taken over from net/http are logged with their 200 too.
+	if n := strings.Count(logs, `"method":"GET","host":"`+strings.TrimPrefix(n.base, "http://")+`","uri":"/events/user.42"`); n != 6 {
+		t.Errorf("%d access-log lines for GET /events/user.42, want 6 (3 streams, 3 refusals)", n)
+	}
+	if !regexp.MustCompile(`"status":200`).MatchString(logs) || strings.Contains(logs, `"status":0,`) {
+		t.Errorf("streams are not logged with status 200")
 	}
 	for name, secret := range map[string]string{"query token": query, "header token": header, "cookie token": cookie,
 		"expired token": expired, "tampered token": tampered, "publisher token": publisher, "publish key": publishKey, "jwt secret": secret} {
