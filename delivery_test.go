@@ -431,3 +431,48 @@ func TestStreamsLeaveNothingBehind(t *testing.T) {
 		t.Fatalf("heap in use grew from %d KiB to %d KiB", h0>>10, h1>>10)
 	}
 }
+
+// TestReloadToAnotherBroker: a reload that changes the broker URL opens
+// the new connection before the old one closes. The old config's stream
+// keeps receiving through the old connection until it ends, and the old
+// connection closes when its last stream has gone.
+func TestReloadToAnotherBroker(t *testing.T) {
+	oldURL := servers.PG.URL()
+	newURL := oldURL + "&connect_timeout=9" // another URL, the same database
+	// A long window: the old stream must outlive the checks below; the
+	// test ends it itself.
+	load(t, site("broker "+oldURL+"\nreload_close_window 60s"))
+	conn := pgConn(t)
+	relayConns := func() int {
+		return pgInt(t, conn, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'caddy-sse-relay'`)
+	}
+	waitConns := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for relayConns() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("relay connections: %d, want %d", relayConns(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitConns(1)
+	old := subscribe(t, "/events/swap")
+
+	load(t, site("broker "+newURL+"\nreload_close_window 60s"))
+	waitConns(2) // the new connection, and the old one still open
+	fresh := subscribe(t, "/events/swap")
+	pgExec(t, conn, `SELECT pg_notify('swap', 'after the reload')`)
+	for name, c := range map[string]*sseClient{"the old config's stream": old, "the new config's stream": fresh} {
+		if ev := c.next(t); ev.Data != "after the reload" {
+			t.Fatalf("%s got %+v", name, ev)
+		}
+	}
+
+	old.Close()
+	waitConns(1) // the old connection closed with its last stream
+	pgExec(t, conn, `SELECT pg_notify('swap', 'on the new connection')`)
+	if ev := fresh.next(t); ev.Data != "on the new connection" {
+		t.Fatalf("the new config's stream got %+v", ev)
+	}
+}

@@ -29,6 +29,10 @@ type relay struct {
 	mu      sync.Mutex
 	streams int
 	perIP   map[string]int
+	// closing is set once no handler uses the relay: the last of its
+	// streams (each ending within its handler's reload window) closes it.
+	closing   bool
+	closeOnce sync.Once
 }
 
 func (r *relay) openStreams() int {
@@ -54,17 +58,42 @@ func (r *relay) admit(ip string, max, maxPerIP int) (func(), int) {
 	r.perIP[ip]++
 	return func() {
 		r.mu.Lock()
-		defer r.mu.Unlock()
 		r.streams--
 		if r.perIP[ip]--; r.perIP[ip] == 0 {
 			delete(r.perIP, ip)
 		}
+		last := r.closing && r.streams == 0
+		r.mu.Unlock()
+		if last {
+			_ = r.close()
+		}
 	}, 0
 }
 
+// Destruct runs when the last handler using the relay is cleaned up. With
+// streams still open, which their handlers end over reload_close_window,
+// the relay, and so its broker connection, stays until the last of them
+// has ended: a reload that changes the broker URL opens the new
+// connection before the old one closes, and the old config's streams
+// keep receiving until they end.
 func (r *relay) Destruct() error {
-	r.hub.Close()
-	return r.broker.Close()
+	r.mu.Lock()
+	r.closing = true
+	idle := r.streams == 0
+	r.mu.Unlock()
+	if idle {
+		return r.close()
+	}
+	return nil
+}
+
+func (r *relay) close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		r.hub.Close()
+		err = r.broker.Close()
+	})
+	return err
 }
 
 // loadRelay returns the relay for url and hub options, opening it if no
