@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"testing"
 )
@@ -12,9 +13,15 @@ import (
 // earlier on PATH, such as a pyenv one, may not see them.
 const djangoPython = "/usr/bin/python3"
 
-// TestDjangoPackage runs contrib/django's unittest suite against this
-// test binary's Postgres and Redis and two Caddy nodes on them: notify()
-// reaches an SSE client only after commit, never after rollback.
+// djangoTrees are the Django releases contrib/django is tested on besides
+// Debian's own 3.2: Debian packages that make deps unpacks here
+// (e2e/django/fetch.sh), put first on PYTHONPATH.
+var djangoTrees = []string{"4.2", "5.2"}
+
+// TestDjangoPackage runs contrib/django's unittest suite, on Django 3.2,
+// 4.2 and 5.2, against this test binary's Postgres and Redis and two Caddy
+// nodes on them: notify() reaches an SSE client only after commit, never
+// after rollback.
 func TestDjangoPackage(t *testing.T) {
 	if out, err := exec.Command(djangoPython, "-c", "import django, psycopg2, redis").CombinedOutput(); err != nil {
 		t.Fatalf("the Django tests need Debian's python3-django, python3-psycopg2 and python3-redis (make deps installs them): %v\n%s", err, out)
@@ -24,24 +31,41 @@ func TestDjangoPackage(t *testing.T) {
 	pg := startNode(t, "broker "+servers.PG.URL()+"\nheartbeat 1s")
 	rd := startNode(t, "broker "+servers.Redis.URL()+"\nheartbeat 1s")
 
-	cmd := exec.Command(djangoPython, "runtests.py")
-	cmd.Dir = "../contrib/django"
-	cmd.Env = append(os.Environ(),
-		"SSE_RELAY_TEST_PG_URL="+servers.PG.URL(),
-		"SSE_RELAY_TEST_BASE="+pg.base,
-		"SSE_RELAY_TEST_REDIS_URL="+servers.Redis.URL(),
-		"SSE_RELAY_TEST_REDIS_BASE="+rd.base,
-	)
-	out, err := cmd.CombinedOutput()
-	t.Logf("runtests.py:\n%s", out)
-	if err != nil {
-		t.Fatalf("runtests.py: %v", err)
+	versions, paths := []string{"3.2"}, []string{""}
+	for _, v := range djangoTrees {
+		dir, _ := filepath.Abs(filepath.Join("django", v, "usr/lib/python3/dist-packages"))
+		if _, err := os.Stat(filepath.Join(dir, "django")); err != nil {
+			t.Fatalf("Django %s is not unpacked in %s (make deps runs e2e/django/fetch.sh): %v", v, dir, err)
+		}
+		versions, paths = append(versions, v), append(paths, dir)
 	}
-	// Every test ran: a skipped end-to-end class would prove nothing.
-	if regexp.MustCompile(`(?m)skipped`).Match(out) {
-		t.Fatal("runtests.py skipped tests")
-	}
-	if !regexp.MustCompile(`(?m)^\d+ passed, 0 failed$`).Match(out) {
-		t.Fatal("runtests.py did not report its tally")
+	for i, v := range versions {
+		path := paths[i]
+		t.Run("Django "+v, func(t *testing.T) {
+			cmd := exec.Command(djangoPython, "runtests.py")
+			cmd.Dir = "../contrib/django"
+			cmd.Env = append(os.Environ(),
+				"PYTHONPATH="+path,
+				"SSE_RELAY_TEST_PG_URL="+servers.PG.URL(),
+				"SSE_RELAY_TEST_BASE="+pg.base,
+				"SSE_RELAY_TEST_REDIS_URL="+servers.Redis.URL(),
+				"SSE_RELAY_TEST_REDIS_BASE="+rd.base,
+			)
+			out, err := cmd.CombinedOutput()
+			t.Logf("runtests.py:\n%s", out)
+			if err != nil {
+				t.Fatalf("runtests.py: %v", err)
+			}
+			if !regexp.MustCompile(`(?m)^Django ` + regexp.QuoteMeta(v) + `\.`).Match(out) {
+				t.Fatalf("runtests.py did not run on Django %s", v)
+			}
+			// Every test ran: a skipped end-to-end class would prove nothing.
+			if regexp.MustCompile(`(?m)skipped`).Match(out) {
+				t.Fatal("runtests.py skipped tests")
+			}
+			if !regexp.MustCompile(`(?m)^\d+ passed, 0 failed$`).Match(out) {
+				t.Fatal("runtests.py did not report its tally")
+			}
+		})
 	}
 }

@@ -36,6 +36,7 @@ settings.configure(
 django.setup()
 
 if __name__ == "__main__":
+    print("Django %s" % django.get_version())
     suite = unittest.defaultTestLoader.discover(os.path.join(here, "tests"), top_level_dir=here)
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     print("%d passed, %d failed" % (result.testsRun - len(result.failures) - len(result.errors) - len(result.skipped),
