@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"container/heap"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -63,6 +64,7 @@ type Hub struct {
 	mu        sync.Mutex
 	fan       sync.Mutex
 	topics    map[string]*topic
+	rings     ringHeap // every topic, largest ring first, for the byte cap
 	seq       uint64
 	closed    bool
 	ringBytes int // frame bytes held by all rings
@@ -86,6 +88,32 @@ type topic struct {
 	// what it carried before then was never received, so a resume from
 	// earlier has a gap.
 	since uint64
+	// at is the topic's place in the hub's ring heap.
+	at int
+}
+
+// ringHeap orders topics by the bytes their rings hold, largest first, so
+// the replay cap finds what to evict in O(log channels), not by a scan.
+type ringHeap []*topic
+
+func (r ringHeap) Len() int           { return len(r) }
+func (r ringHeap) Less(i, j int) bool { return r[i].ring.bytes > r[j].ring.bytes }
+func (r ringHeap) Swap(i, j int) {
+	r[i], r[j] = r[j], r[i]
+	r[i].at, r[j].at = i, j
+}
+func (r *ringHeap) Push(x any) {
+	t := x.(*topic)
+	t.at = len(*r)
+	*r = append(*r, t)
+}
+func (r *ringHeap) Pop() any {
+	old := *r
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*r = old[:len(old)-1]
+	t.at = -1
+	return t
 }
 
 // New returns a hub that tells l which channels to listen to.
@@ -214,6 +242,7 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 			t = &topic{name: ch, subs: make(map[*Subscription]struct{}), since: h.seq}
 			t.ready = h.listener.Listen(ch)
 			h.topics[ch] = t
+			heap.Push(&h.rings, t)
 		}
 		if t.linger != nil {
 			t.linger.Stop()
@@ -332,6 +361,7 @@ func (h *Hub) forgetLocked(t *topic) {
 		t.linger.Stop()
 	}
 	delete(h.topics, t.name)
+	heap.Remove(&h.rings, t.at)
 	h.ringBytes -= t.ring.bytes
 	h.listener.Unlisten(t.name)
 }
@@ -394,18 +424,14 @@ func (t *topic) subscribersLocked() []*Subscription {
 // keepLocked puts e in t's ring and enforces the node-wide byte cap.
 func (h *Hub) keepLocked(t *topic, e entry) {
 	h.ringBytes += t.ring.push(e, h.opts.Replay)
+	heap.Fix(&h.rings, t.at)
 	for h.opts.MaxReplayBytes > 0 && h.ringBytes > h.opts.MaxReplayBytes {
-		largest := t
-		for _, other := range h.topics {
-			if other.ring.bytes > largest.ring.bytes {
-				largest = other
-			}
-		}
-		freed := largest.ring.popOldest()
+		freed := h.rings[0].ring.popOldest()
 		if freed == 0 {
 			return
 		}
 		h.ringBytes -= freed
+		heap.Fix(&h.rings, 0)
 	}
 }
 
@@ -487,6 +513,7 @@ func (h *Hub) Close() {
 		}
 	}
 	h.topics = make(map[string]*topic)
+	h.rings = nil
 }
 
 // Stats are the hub's running totals.

@@ -444,3 +444,26 @@ func TestLiveOrderIsSequenceOrder(t *testing.T) {
 		t.Fatalf("live order differs from replay order (%d live after %s, %d replayed)", len(live)-at-1, first, len(replayed))
 	}
 }
+
+// BenchmarkDeliverAtReplayCap delivers round-robin to 20,000 lingering
+// channels while the node's replay cap is full, so every event evicts.
+func BenchmarkDeliverAtReplayCap(b *testing.B) {
+	h := New(newListener(), Options{Replay: 100, Linger: time.Hour, MaxReplayBytes: 1 << 20})
+	names := make([]string, 20000)
+	for i := range names {
+		names[i] = fmt.Sprintf("user.%d", i)
+		s, _ := h.Subscribe([]string{names[i]}, "", 1)
+		h.Unsubscribe(s)
+	}
+	payload := []byte(`{"event":"tick","data":"hello, this is about a hundred bytes of payload for one user's channel"}`)
+	for i := 0; i < 40000; i++ {
+		h.Deliver(names[i%len(names)], payload)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.Deliver(names[i%len(names)], payload)
+	}
+	b.StopTimer()
+	h.Close()
+}
