@@ -122,7 +122,7 @@ func notify(brokerURL, channel string, payload []byte) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return b.Publish(ctx, channel, payload)
+	return b.Publish(ctx, []string{channel}, payload)
 }
 
 type discard struct{}

@@ -498,3 +498,25 @@ func TestEmptyPlaceholderRefused(t *testing.T) {
 		t.Fatalf("after the refused loads: %d, want 401", code)
 	}
 }
+
+// TestPostToSeveralChannels: one POST to ?channel=a,b reaches the
+// subscribers of each, on every broker; the broker publishes it as one
+// statement or transaction (broker.TestPublishSeveralIsAllOrNone).
+func TestPostToSeveralChannels(t *testing.T) {
+	for _, url := range []string{servers.PG.URL(), servers.Redis.URL(), "memory://"} {
+		load(t, site("broker "+url+"\npublish_key k"))
+		both := subscribe(t, "/events/?channel=many.a,many.b")
+		onlyB := subscribe(t, "/events/many.b")
+		if code, _, body := do(t, "POST", "/events/?channel=many.a,many.b", "to both", "Authorization", "Bearer k"); code != 202 {
+			t.Fatalf("%s: POST to two channels: %d %q", url, code, body)
+		}
+		for _, c := range []*sseClient{both, both, onlyB} {
+			if ev := c.next(t); ev.Data != "to both" {
+				t.Fatalf("%s: got %+v", url, ev)
+			}
+		}
+		both.nothing(t, 200*time.Millisecond)
+		both.Close()
+		onlyB.Close()
+	}
+}

@@ -341,17 +341,16 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
 		refuse(w, http.StatusBadRequest, err.Error())
 		return nil
 	}
-	for _, ch := range channels {
-		if err := h.relay.broker.Publish(r.Context(), ch, body); err != nil {
-			if errors.Is(err, broker.ErrRejected) {
-				refuse(w, http.StatusBadRequest, err.Error())
-				return nil
-			}
-			h.logger.Warn("publish failed", zap.String("channel", ch), zap.Error(err))
-			w.Header().Set("Retry-After", "1")
-			refuse(w, http.StatusServiceUnavailable, "broker unavailable")
+	// Every channel, or none: a 202 means all of them got the event.
+	if err := h.relay.broker.Publish(r.Context(), channels, body); err != nil {
+		if errors.Is(err, broker.ErrRejected) {
+			refuse(w, http.StatusBadRequest, err.Error())
 			return nil
 		}
+		h.logger.Warn("publish failed", zap.Strings("channels", channels), zap.Error(err))
+		w.Header().Set("Retry-After", "1")
+		refuse(w, http.StatusServiceUnavailable, "broker unavailable")
+		return nil
 	}
 	w.WriteHeader(http.StatusAccepted)
 	return nil

@@ -41,8 +41,9 @@ type Broker interface {
 	// once the broker knows it cannot be soon (it is down).
 	Listen(channel string) <-chan struct{}
 	Unlisten(channel string)
-	// Publish sends payload on channel to every node.
-	Publish(ctx context.Context, channel string, payload []byte) error
+	// Publish sends payload on every one of channels to every node, all
+	// or none: Postgres runs one statement, Redis one MULTI/EXEC.
+	Publish(ctx context.Context, channels []string, payload []byte) error
 	Limits() Limits
 	// Connected reports whether the connection is up now.
 	Connected() bool

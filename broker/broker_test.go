@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -144,7 +145,7 @@ func TestOpenSchemeAliases(t *testing.T) {
 		t.Fatal("postgresql:// did not open the Postgres broker")
 	}
 	waitReady(t, b.Listen("alias"))
-	if err := b.Publish(context.Background(), "alias", []byte("x")); err != nil {
+	if err := b.Publish(context.Background(), []string{"alias"}, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	rec.waitFor(t, "an event over postgresql://", func() bool { return rec.has("alias x") })
@@ -193,7 +194,7 @@ func TestPostgresListenNotifyAndFold(t *testing.T) {
 		t.Fatalf("relay connections = %d, want 1", n)
 	}
 
-	if err := b.Publish(context.Background(), "Orders", []byte("via publish")); err != nil {
+	if err := b.Publish(context.Background(), []string{"Orders"}, []byte("via publish")); err != nil {
 		t.Fatal(err)
 	}
 	rec.waitFor(t, "published", func() bool { return rec.has("Orders via publish") })
@@ -204,7 +205,7 @@ func TestPostgresChannelNameIsNeverSQL(t *testing.T) {
 	pgExec(t, `CREATE TABLE IF NOT EXISTS victims (id int)`)
 	evil := `x"; DROP TABLE victims; --`
 	waitReady(t, b.Listen(evil))
-	if err := b.Publish(context.Background(), evil, []byte("hi")); err != nil {
+	if err := b.Publish(context.Background(), []string{evil}, []byte("hi")); err != nil {
 		t.Fatal(err)
 	}
 	rec.waitFor(t, "evil channel event", func() bool { return rec.has(evil + " hi") })
@@ -219,11 +220,11 @@ func TestPostgresRejectsOversizePayload(t *testing.T) {
 	for i := range big {
 		big[i] = 'a'
 	}
-	if err := b.Publish(context.Background(), "c", big); err == nil {
+	if err := b.Publish(context.Background(), []string{"c"}, big); err == nil {
 		t.Fatal("oversize NOTIFY succeeded")
 	}
 	// The connection survives a refused publish.
-	if err := b.Publish(context.Background(), "c", []byte("small")); err != nil {
+	if err := b.Publish(context.Background(), []string{"c"}, []byte("small")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -246,7 +247,7 @@ func TestRedisSubscribePublish(t *testing.T) {
 	if err := rc.Publish(ctx, "news", "n1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Publish(ctx, "news", []byte("n2")); err != nil {
+	if err := b.Publish(ctx, []string{"news"}, []byte("n2")); err != nil {
 		t.Fatal(err)
 	}
 	rec.waitFor(t, "two messages", func() bool { return rec.has("news n1") && rec.has("news n2") })
@@ -301,7 +302,7 @@ func TestRedisReconnectsAfterRestart(t *testing.T) {
 func TestMemoryPublishDelivers(t *testing.T) {
 	b, rec := open(t, "memory://")
 	waitReady(t, b.Listen("m"))
-	if err := b.Publish(context.Background(), "m", []byte("x")); err != nil {
+	if err := b.Publish(context.Background(), []string{"m"}, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	rec.waitFor(t, "memory event", func() bool { return rec.has("m x") })
@@ -358,7 +359,7 @@ func TestListenWaitsForFirstConnection(t *testing.T) {
 		if !b.Connected() {
 			t.Fatalf("%s: ready before the first connection was up", url)
 		}
-		if err := b.Publish(context.Background(), "first", []byte("x")); err != nil {
+		if err := b.Publish(context.Background(), []string{"first"}, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 		rec.waitFor(t, "the first event", func() bool { return rec.has("first x") })
@@ -385,4 +386,53 @@ func TestCloseWithoutStart(t *testing.T) {
 			t.Fatalf("%s: Close without Start hangs", url)
 		}
 	}
+}
+
+// TestPublishSeveralIsAllOrNone: a publish to several channels goes out on
+// every one of them, in order, or on none when the broker refuses any.
+func TestPublishSeveralIsAllOrNone(t *testing.T) {
+	ctx := context.Background()
+	t.Run("postgres", func(t *testing.T) {
+		b, rec := open(t, servers.PG.URL())
+		waitReady(t, b.Listen("atom.a"))
+		waitReady(t, b.Listen("atom.b"))
+		// Postgres refuses an empty channel name: the statement fails, and
+		// with it the NOTIFY on atom.a before it.
+		if err := b.Publish(ctx, []string{"atom.a", "", "atom.b"}, []byte("none")); !errors.Is(err, ErrRejected) {
+			t.Fatalf("publish with an empty channel: %v, want ErrRejected", err)
+		}
+		if err := b.Publish(ctx, []string{"atom.a", "atom.b"}, []byte("all")); err != nil {
+			t.Fatal(err)
+		}
+		rec.waitFor(t, "both", func() bool { return rec.has("atom.a all") && rec.has("atom.b all") })
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if strings.Join(rec.got, ",") != "atom.a all,atom.b all" {
+			t.Fatalf("got %q: a refused publish went out in part, or out of order", rec.got)
+		}
+	})
+	t.Run("redis", func(t *testing.T) {
+		rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis.Port)})
+		defer rc.Close()
+		// A user that may use atom.a but not atom.b.
+		if err := rc.Do(ctx, "ACL", "SETUSER", "atomtest", "on", ">atom-pw", "~*", "resetchannels", "&atom.a", "+@all").Err(); err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Do(ctx, "ACL", "DELUSER", "atomtest")
+		u := strings.Replace(servers.Redis.URL(), "redis://", "redis://atomtest:atom-pw@", 1)
+		b, rec := open(t, u)
+		waitReady(t, b.Listen("atom.a"))
+		if err := b.Publish(ctx, []string{"atom.a", "atom.b"}, []byte("none")); !errors.Is(err, ErrRejected) {
+			t.Fatalf("publish with a forbidden channel: %v, want ErrRejected", err)
+		}
+		if err := b.Publish(ctx, []string{"atom.a"}, []byte("one")); err != nil {
+			t.Fatal(err)
+		}
+		rec.waitFor(t, "the allowed publish", func() bool { return rec.has("atom.a one") })
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if strings.Join(rec.got, ",") != "atom.a one" {
+			t.Fatalf("got %q: a refused publish went out in part", rec.got)
+		}
+	})
 }

@@ -41,13 +41,15 @@ func (m *memory) Connected() bool { return true }
 
 func (m *memory) State() State { return State{Connected: true, Since: m.started} }
 
-func (m *memory) Publish(_ context.Context, ch string, payload []byte) error {
+func (m *memory) Publish(_ context.Context, channels []string, payload []byte) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.closed || m.sink == nil {
 		return ErrClosed
 	}
-	m.sink.Deliver(ch, payload)
+	for _, ch := range channels {
+		m.sink.Deliver(ch, payload)
+	}
 	return nil
 }
 

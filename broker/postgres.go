@@ -43,9 +43,9 @@ type postgres struct {
 }
 
 type publishReq struct {
-	channel string
-	payload []byte
-	result  chan error
+	channels []string
+	payload  []byte
+	result   chan error
 }
 
 func newPostgres(rawURL string, logger *zap.Logger) (*postgres, error) {
@@ -83,12 +83,13 @@ func (p *postgres) Connected() bool { return p.out.isUp() }
 func (p *postgres) State() State { return p.out.state() }
 
 // Publish runs pg_notify on the broker's own connection, so publishing
-// over HTTP adds no connection.
-func (p *postgres) Publish(ctx context.Context, ch string, payload []byte) error {
+// over HTTP adds no connection. Several channels take one statement, and
+// so one transaction: every NOTIFY goes out, or none.
+func (p *postgres) Publish(ctx context.Context, channels []string, payload []byte) error {
 	if !p.out.isUp() {
 		return ErrUnavailable
 	}
-	req := &publishReq{channel: ch, payload: payload, result: make(chan error, 1)}
+	req := &publishReq{channels: channels, payload: payload, result: make(chan error, 1)}
 	p.mu.Lock()
 	p.pending = append(p.pending, req)
 	p.mu.Unlock()
@@ -276,7 +277,13 @@ func (p *postgres) publishPending(conn *pgx.Conn) error {
 	p.mu.Unlock()
 	for i, r := range reqs {
 		ctx, cancel := context.WithTimeout(p.ctx, pgCallTimeout)
-		_, err := conn.Exec(ctx, "SELECT pg_notify($1, $2)", r.channel, string(r.payload))
+		var err error
+		if len(r.channels) == 1 {
+			_, err = conn.Exec(ctx, "SELECT pg_notify($1, $2)", r.channels[0], string(r.payload))
+		} else {
+			_, err = conn.Exec(ctx, "SELECT pg_notify(c, $2) FROM unnest($1::text[]) WITH ORDINALITY AS t(c, n) ORDER BY n",
+				r.channels, string(r.payload))
+		}
 		cancel()
 		var pgErr *pgconn.PgError
 		switch {

@@ -75,12 +75,24 @@ func (r *redisBroker) Connected() bool { return r.out.isUp() }
 func (r *redisBroker) State() State { return r.out.state() }
 
 // Publish uses the client's small command pool: a subscribed connection
-// cannot publish.
-func (r *redisBroker) Publish(ctx context.Context, ch string, payload []byte) error {
+// cannot publish. Several channels go in one MULTI/EXEC: every PUBLISH
+// runs, or none.
+func (r *redisBroker) Publish(ctx context.Context, channels []string, payload []byte) error {
 	if !r.out.isUp() {
 		return ErrUnavailable
 	}
-	if err := r.client.Publish(ctx, ch, payload).Err(); err != nil {
+	var err error
+	if len(channels) == 1 {
+		err = r.client.Publish(ctx, channels[0], payload).Err()
+	} else {
+		_, err = r.client.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+			for _, ch := range channels {
+				tx.Publish(ctx, ch, payload)
+			}
+			return nil
+		})
+	}
+	if err != nil {
 		var rerr redis.Error
 		if errors.As(err, &rerr) {
 			return fmt.Errorf("%w: %s", ErrRejected, rerr.Error())
