@@ -106,14 +106,27 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// takeOver hijacks an HTTP/1.x connection, which sends the headers, and
+// takeOver hijacks an HTTP/1.x connection once the headers are out and
 // serves the stream from a goroutine of its own, so the request's
 // goroutine, with Caddy's deep handler stack, and net/http's buffers and
 // background reader are freed: an idle stream then costs a few KiB. It
-// reports false when the connection cannot be taken over (a wrapper
-// without Hijack), leaving the ordinary path to serve it.
+// reports false when the connection cannot be taken over, leaving the
+// ordinary path to serve it.
+//
+// The headers are flushed through every wrapper first, then the server's
+// own ResponseWriter, under Caddy's wrappers, is hijacked: it gives the
+// raw connection, which the hang-up watcher can poll. Hijacking through
+// Caddy's access-log recorder would give a byte-counting wrapper whose
+// count the log reads on the request goroutine while this one writes.
 func (h *Handler) takeOver(w http.ResponseWriter, st *stream) bool {
-	conn, _, err := http.NewResponseController(w).Hijack()
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		return false
+	}
+	hj, ok := innermost(w).(http.Hijacker)
+	if !ok {
+		return false
+	}
+	conn, _, err := hj.Hijack()
 	if err != nil {
 		return false
 	}
@@ -149,6 +162,18 @@ func (o *responseOut) write(p []byte) error {
 		return err
 	}
 	return o.rc.Flush()
+}
+
+// innermost follows Unwrap down to the ResponseWriter that Caddy's
+// wrappers wrap: net/http's own.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
 }
 
 type connOut struct {
