@@ -191,7 +191,7 @@ func TestStreamHeadersAndRetry(t *testing.T) {
 }
 
 func TestPostgresChannelRules(t *testing.T) {
-	load(t, site("broker "+servers.PG.URL()))
+	load(t, site("broker "+servers.PG.URL()+"\npublish_key k"))
 	conn := pgConn(t)
 	pgExec(t, conn, `CREATE TABLE IF NOT EXISTS orders_victim (id int)`)
 	long := strings.Repeat("a", 64)
@@ -207,6 +207,11 @@ func TestPostgresChannelRules(t *testing.T) {
 		code, _, body := do(t, "GET", path, "")
 		if code != 400 || strings.Count(body, "\n") != 1 {
 			t.Errorf("GET %s: %d %q, want 400 with a one-line reason", path, code, body)
+		}
+		// Publishing there is refused alike.
+		code, _, body = do(t, "POST", path, "x", "Authorization", "Bearer k")
+		if code != 400 || strings.Count(body, "\n") != 1 {
+			t.Errorf("POST %s: %d %q, want 400 with a one-line reason", path, code, body)
 		}
 	}
 	if n := pgInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'orders_victim'`); n != 1 {
