@@ -436,3 +436,44 @@ func TestPublishSeveralIsAllOrNone(t *testing.T) {
 		}
 	})
 }
+
+// TestPublishAbandonedIsNotSent: a publish whose context is done before
+// the broker's goroutine gets to it is not sent, so a publisher told it
+// failed does not find the event delivered anyway.
+func TestPublishAbandonedIsNotSent(t *testing.T) {
+	b, rec := open(t, servers.PG.URL())
+	waitReady(t, b.Listen("abandoned"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := 0; i < 20; i++ {
+		if err := b.Publish(ctx, []string{"abandoned"}, []byte("gave up")); err == nil {
+			t.Fatal("a publish with a done context succeeded")
+		}
+	}
+	if err := b.Publish(context.Background(), []string{"abandoned"}, []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "the kept publish", func() bool { return rec.has("abandoned kept") })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if strings.Join(rec.got, ",") != "abandoned kept" {
+		t.Fatalf("got %q: an abandoned publish went out", rec.got)
+	}
+}
+
+func TestRedisReplyClasses(t *testing.T) {
+	for reply, refused := range map[string]bool{
+		"NOPERM User atomtest has no permissions to access the 'atom.b' channel": true,
+		"EXECABORT Transaction discarded because of previous errors.":            true,
+		"ERR wrong number of arguments for 'publish' command":                    true,
+		"LOADING Redis is loading the dataset in memory":                         false,
+		"BUSY Redis is busy running a script":                                    false,
+		"MASTERDOWN Link with MASTER is down":                                    false,
+		"OOM command not allowed when used memory > 'maxmemory'":                 false,
+		"TRYAGAIN Multiple keys request during rehashing of slot":                false,
+	} {
+		if got := refusedByRedis(reply); got != refused {
+			t.Errorf("%q: refused %v, want %v", reply, got, refused)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,7 @@ type postgres struct {
 }
 
 type publishReq struct {
+	ctx      context.Context // the publisher's: once done, nothing is sent
 	channels []string
 	payload  []byte
 	result   chan error
@@ -89,7 +91,7 @@ func (p *postgres) Publish(ctx context.Context, channels []string, payload []byt
 	if !p.out.isUp() {
 		return ErrUnavailable
 	}
-	req := &publishReq{channels: channels, payload: payload, result: make(chan error, 1)}
+	req := &publishReq{ctx: ctx, channels: channels, payload: payload, result: make(chan error, 1)}
 	p.mu.Lock()
 	p.pending = append(p.pending, req)
 	p.mu.Unlock()
@@ -276,6 +278,10 @@ func (p *postgres) publishPending(conn *pgx.Conn) error {
 	p.pending = nil
 	p.mu.Unlock()
 	for i, r := range reqs {
+		if err := r.ctx.Err(); err != nil {
+			r.result <- err // its publisher has gone and was told it failed
+			continue
+		}
 		ctx, cancel := context.WithTimeout(p.ctx, pgCallTimeout)
 		var err error
 		if len(r.channels) == 1 {
@@ -286,11 +292,18 @@ func (p *postgres) publishPending(conn *pgx.Conn) error {
 		}
 		cancel()
 		var pgErr *pgconn.PgError
+		isPg := errors.As(err, &pgErr)
 		switch {
 		case err == nil:
 			r.result <- nil
-		case errors.As(err, &pgErr):
+		case isPg && strings.HasPrefix(pgErr.Code, "22"):
+			// A data exception: the channel or payload itself (empty
+			// name, too long, not valid text). Retrying will not help.
 			r.result <- fmt.Errorf("%w: %s", ErrRejected, pgErr.Message)
+		case isPg && pgErr.Severity != "FATAL" && pgErr.Severity != "PANIC" && !conn.IsClosed():
+			// The server's trouble (statement timeout, NOTIFY queue
+			// full, …): the connection lives, the publisher may retry.
+			r.result <- fmt.Errorf("%w: %s", ErrUnavailable, pgErr.Message)
 		default:
 			for _, rest := range reqs[i:] {
 				rest.result <- ErrUnavailable

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,12 +95,24 @@ func (r *redisBroker) Publish(ctx context.Context, channels []string, payload []
 	}
 	if err != nil {
 		var rerr redis.Error
-		if errors.As(err, &rerr) {
+		if errors.As(err, &rerr) && refusedByRedis(rerr.Error()) {
 			return fmt.Errorf("%w: %s", ErrRejected, rerr.Error())
 		}
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return nil
+}
+
+// refusedByRedis tells a reply that refuses the command itself (a channel
+// the ACL forbids, a malformed command) from the server's passing trouble
+// (LOADING, BUSY, MASTERDOWN, TRYAGAIN, OOM, …), which a retry may pass.
+func refusedByRedis(reply string) bool {
+	for _, prefix := range []string{"NOPERM", "ERR ", "EXECABORT", "WRONGTYPE"} {
+		if strings.HasPrefix(reply, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *redisBroker) Close() error {
