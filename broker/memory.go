@@ -15,6 +15,7 @@ const (
 // memory is the in-process broker: publishing delivers straight to the
 // hub of this process. Useful for one node and for development.
 type memory struct {
+	pub     sync.Mutex // one publish at a time, so several channels' events are not interleaved with another's
 	mu      sync.RWMutex
 	sink    Sink
 	closed  bool
@@ -42,6 +43,8 @@ func (m *memory) Connected() bool { return true }
 func (m *memory) State() State { return State{Connected: true, Since: m.started} }
 
 func (m *memory) Publish(_ context.Context, channels []string, payload []byte) error {
+	m.pub.Lock()
+	defer m.pub.Unlock()
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.closed || m.sink == nil {

@@ -84,6 +84,9 @@ type topic struct {
 	ring   ring
 	ready  <-chan struct{}
 	linger *time.Timer
+	// lingers counts linger timers started, so that a timer that fired
+	// while a subscribe stopped it does not expire the channel's next one.
+	lingers uint64
 	// since is the hub sequence when the channel was last listened anew:
 	// what it carried before then was never received, so a resume from
 	// earlier has a gap.
@@ -344,14 +347,19 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 			h.forgetLocked(t)
 			continue
 		}
-		t.linger = time.AfterFunc(h.opts.Linger, func() { h.expire(t) })
+		t.lingers++
+		gen := t.lingers
+		t.linger = time.AfterFunc(h.opts.Linger, func() { h.expire(t, gen) })
 	}
 }
 
-func (h *Hub) expire(t *topic) {
+// expire forgets t when its linger timer gen runs out with t still
+// unsubscribed; a timer stopped too late to keep it from firing finds a
+// later generation, or subscribers, and leaves t alone.
+func (h *Hub) expire(t *topic, gen uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.topics[t.name] == t && len(t.subs) == 0 {
+	if h.topics[t.name] == t && len(t.subs) == 0 && t.linger != nil && t.lingers == gen {
 		h.forgetLocked(t)
 	}
 }
@@ -404,6 +412,10 @@ func (h *Hub) emit(channel string, ev *Event, reset []byte, at time.Time) {
 		h.keepLocked(t, entry{seq: h.seq, id: id, frame: frame})
 	}
 	subs := t.subscribersLocked()
+	if len(subs) == 0 { // lingering: kept in the ring, no one to tell
+		h.mu.Unlock()
+		return
+	}
 	h.fan.Lock()
 	h.mu.Unlock()
 	h.fanOut(subs, &Frame{Bytes: frame, At: at})
@@ -514,6 +526,7 @@ func (h *Hub) Close() {
 	}
 	h.topics = make(map[string]*topic)
 	h.rings = nil
+	h.ringBytes = 0
 }
 
 // Stats are the hub's running totals.
