@@ -284,6 +284,7 @@ func TestForwardAuthRecipe(t *testing.T) {
 
 func TestConnectionLimits(t *testing.T) {
 	load(t, site("max_connections 3\nmax_connections_per_ip 2"))
+	waitNoStreams(t)
 	a := subscribe(t, "/events/a")
 	b := subscribe(t, "/events/a")
 	code, hdr, _ := do(t, "GET", "/events/a", "")
@@ -291,13 +292,13 @@ func TestConnectionLimits(t *testing.T) {
 		t.Fatalf("third stream from one IP: %d %v, want 429 with Retry-After", code, hdr)
 	}
 	a.Close()
-	time.Sleep(200 * time.Millisecond)
+	waitStreams(t, 1)
 	c := subscribe(t, "/events/a") // released
 	// The limits count per node and broker, across configs: let the
 	// first part's streams go before the second.
 	b.Close()
 	c.Close()
-	time.Sleep(200 * time.Millisecond)
+	waitNoStreams(t)
 	load(t, site("max_connections 2\nmax_connections_per_ip 10"))
 	subscribe(t, "/events/b")
 	subscribe(t, "/events/b")

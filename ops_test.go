@@ -26,6 +26,7 @@ func adminGet(t *testing.T, path string) (int, string) {
 func TestMetricsStatsHealth(t *testing.T) {
 	withPassword := strings.Replace(servers.PG.URL(), "postgres@", "postgres:hunter2@", 1)
 	load(t, site("broker "+withPassword+"\nbuffer 1\npublish_key k"))
+	waitNoStreams(t) // the counts below are this test's alone
 	conn := pgConn(t)
 	a := subscribe(t, "/events/m1")
 	b := subscribe(t, "/events/?channel=m1,m2")
@@ -111,5 +112,35 @@ func TestMetricsStatsHealth(t *testing.T) {
 	_, body = adminGet(t, "/metrics")
 	if !regexp.MustCompile(`caddy_sse_relay_broker_reconnects_total\{[^}]*\} [1-9]`).MatchString(body) {
 		t.Fatal("the reconnect was not counted")
+	}
+}
+
+// waitNoStreams waits until the node counts no open stream: streams that
+// earlier tests closed end when the relay notices, which on a busy
+// machine can come after the next test has started, and the connection
+// limits count them.
+func waitNoStreams(t *testing.T) {
+	t.Helper()
+	waitStreams(t, 0)
+}
+
+// waitStreams waits until the node counts want open streams.
+func waitStreams(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := adminGet(t, "/sse_relay/stats")
+		var stats struct {
+			Totals struct {
+				Streams int `json:"streams"`
+			} `json:"totals"`
+		}
+		if err := json.Unmarshal([]byte(body), &stats); err == nil && stats.Totals.Streams == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want %d open streams, after 10s: %s", want, body)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
