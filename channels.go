@@ -16,26 +16,20 @@ import (
 // `channels` template when configured, else what the request names. The
 // error is a one-line reason for a 400.
 func (h *Handler) channels(r *http.Request) ([]string, error) {
-	var list []string
-	var err error
 	if h.Channels == "" {
-		list, err = h.requestChannels(r)
-	} else {
-		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-		if repl == nil {
-			repl = caddy.NewReplacer()
-		}
-		list, err = h.checkChannels([]string{repl.ReplaceAll(h.Channels, "")})
+		return h.requestChannels(r)
 	}
-	if err != nil {
-		return nil, err
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		repl = caddy.NewReplacer()
 	}
-	return list, h.checkFolds(list)
+	return h.checkChannels([]string{repl.ReplaceAll(h.Channels, "")})
 }
 
-// checkFolds refuses, on a broker that folds case, a stream with two
+// checkFolds refuses, on a broker that folds case, a list with two
 // channels that both receive the unquoted NOTIFY of one name (Orders and
-// orders, or Orders and ORDERS): it would get each such event twice.
+// orders, or Orders and ORDERS): a stream of both would get each such
+// event twice, and so would a stream of Orders from a publish to both.
 func (h *Handler) checkFolds(list []string) error {
 	if len(list) < 2 || !h.relay.broker.Limits().FoldsCase {
 		return nil
@@ -69,7 +63,8 @@ func (h *Handler) requestChannels(r *http.Request) ([]string, error) {
 }
 
 // checkChannels splits comma-separated values, drops blanks and
-// duplicates, and applies the limits.
+// duplicates, and applies the limits and the name rules, for streams and
+// publishes alike.
 func (h *Handler) checkChannels(raw []string) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
@@ -91,6 +86,9 @@ func (h *Handler) checkChannels(raw []string) ([]string, error) {
 		if err := checkChannel(ch, limit); err != nil {
 			return nil, err
 		}
+	}
+	if err := h.checkFolds(out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

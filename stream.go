@@ -339,9 +339,6 @@ func (s *stream) loop(gone <-chan struct{}) (string, bool) {
 // through the broker, so subscribers on every node get it.
 func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
 	channels, err := h.requestChannels(r)
-	if err == nil {
-		err = h.checkFolds(channels) // Orders and orders would reach /events/Orders twice
-	}
 	if err != nil {
 		refuse(w, http.StatusBadRequest, err.Error())
 		return nil
