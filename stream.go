@@ -203,7 +203,8 @@ type stream struct {
 	done     func() // unsubscribe and release the connection slot
 }
 
-// start puts the opening lines and any replayed frames in buf.
+// start puts the opening lines in buf and takes the replayed frames, for
+// writeOpening.
 func (s *stream) start() {
 	s.buf = append(s.buf, ": ok\n"...)
 	if s.h.Retry > 0 {
@@ -219,11 +220,7 @@ func (s *stream) start() {
 // the connection should be dropped rather than ended cleanly.
 func (s *stream) run(gone <-chan struct{}) bool {
 	defer s.done()
-	if err := s.flush(); err != nil {
-		metrics.dropped.WithLabelValues("write_error").Inc()
-		return true
-	}
-	if err := s.flushBacklog(); err != nil {
+	if err := s.writeOpening(); err != nil {
 		metrics.dropped.WithLabelValues("write_error").Inc()
 		return true
 	}
@@ -250,12 +247,12 @@ func (s *stream) flush() error {
 // backlogChunk is about how much replay one write carries.
 const backlogChunk = 64 << 10
 
-// flushBacklog writes the replayed frames a chunk at a time: a resume can
-// replay the whole ring of every channel, and copying all of it into each
-// stream's buffer at once would let a few hundred resuming clients hold
-// gigabytes.
-func (s *stream) flushBacklog() error {
-	for len(s.backlog) > 0 {
+// writeOpening writes what start put in buf, then the replayed frames a
+// chunk at a time: a resume can replay the whole ring of every channel,
+// and copying all of it into each stream's buffer at once would let a few
+// hundred resuming clients hold gigabytes.
+func (s *stream) writeOpening() error {
+	for {
 		for len(s.backlog) > 0 && len(s.buf) < backlogChunk {
 			s.buf = append(s.buf, s.backlog[0]...)
 			s.backlog[0] = nil
@@ -264,9 +261,11 @@ func (s *stream) flushBacklog() error {
 		if err := s.flush(); err != nil {
 			return err
 		}
+		if len(s.backlog) == 0 {
+			s.backlog = nil
+			return nil
+		}
 	}
-	s.backlog = nil
-	return nil
 }
 
 // loop writes frames as they come, coalescing everything pending into one
