@@ -15,8 +15,9 @@ const (
 // memory is the in-process broker: publishing delivers straight to the
 // hub of this process. Useful for one node and for development.
 type memory struct {
-	pub     sync.Mutex // one publish at a time, so several channels' events are not interleaved with another's
-	mu      sync.RWMutex
+	// mu is held for a whole publish: one at a time, so a publish to
+	// several channels is not interleaved with another.
+	mu      sync.Mutex
 	sink    Sink
 	closed  bool
 	started time.Time
@@ -43,10 +44,8 @@ func (m *memory) Connected() bool { return true }
 func (m *memory) State() State { return State{Connected: true, Since: m.started} }
 
 func (m *memory) Publish(_ context.Context, channels []string, payload []byte) error {
-	m.pub.Lock()
-	defer m.pub.Unlock()
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.closed || m.sink == nil {
 		return ErrClosed
 	}
