@@ -451,7 +451,6 @@ func (h *Hub) keepLocked(t *topic, e entry) {
 // left meanwhile may still get the frame in a queue nobody reads.
 func (h *Hub) fanOut(subs []*Subscription, frame *Frame) {
 	delivered := 0
-	defer func() { h.delivered.Add(uint64(delivered)) }()
 	for _, s := range subs {
 		if s.dropped.Load() {
 			continue
@@ -466,6 +465,7 @@ func (h *Hub) fanOut(subs []*Subscription, frame *Frame) {
 			}
 		}
 	}
+	h.delivered.Add(uint64(delivered))
 }
 
 // Reset tells the subscribers of channels that events may have been lost
