@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -244,6 +245,36 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	case <-t.C:
 		return true
+	}
+}
+
+// life is a broker's connection goroutine: Start launches it, Close
+// cancels ctx and waits for it to end. A broker never started has nothing
+// to wait for.
+type life struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	started atomic.Bool
+}
+
+func (l *life) init() {
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.done = make(chan struct{})
+}
+
+func (l *life) launch(run func()) {
+	l.started.Store(true)
+	go func() {
+		defer close(l.done)
+		run()
+	}()
+}
+
+func (l *life) stop() {
+	l.cancel()
+	if l.started.Load() {
+		<-l.done
 	}
 }
 

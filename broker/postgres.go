@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,10 +36,7 @@ type postgres struct {
 	mu      sync.Mutex
 	pending []*publishReq
 
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
-	started atomic.Bool
+	life
 }
 
 type publishReq struct {
@@ -58,19 +54,16 @@ func newPostgres(rawURL string, logger *zap.Logger) (*postgres, error) {
 	if _, set := cfg.RuntimeParams["application_name"]; !set {
 		cfg.RuntimeParams["application_name"] = "caddy-sse-relay"
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &postgres{
+	p := &postgres{
 		cfg: cfg, logger: logger, want: newWantSet(),
 		out: outage{logger: logger},
 		bo:  backoff{min: 100 * time.Millisecond, max: 10 * time.Second},
-		ctx: ctx, cancel: cancel, done: make(chan struct{}),
-	}, nil
+	}
+	p.life.init()
+	return p, nil
 }
 
-func (p *postgres) Start(sink Sink) {
-	p.started.Store(true)
-	go p.run(sink)
-}
+func (p *postgres) Start(sink Sink) { p.launch(func() { p.run(sink) }) }
 
 func (p *postgres) Listen(ch string) <-chan struct{} { return p.want.listen(ch, p.out.knownDown()) }
 
@@ -107,15 +100,11 @@ func (p *postgres) Publish(ctx context.Context, channels []string, payload []byt
 }
 
 func (p *postgres) Close() error {
-	p.cancel()
-	if p.started.Load() { // a broker never started has no goroutine to wait for
-		<-p.done
-	}
+	p.stop()
 	return nil
 }
 
 func (p *postgres) run(sink Sink) {
-	defer close(p.done)
 	defer p.failPending(ErrClosed)
 	for p.ctx.Err() == nil {
 		conn, err := pgx.ConnectConfig(p.ctx, p.cfg)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -34,10 +33,7 @@ type redisBroker struct {
 	out    outage
 	bo     backoff
 
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
-	started atomic.Bool
+	life
 }
 
 func newRedis(rawURL string, logger *zap.Logger) (*redisBroker, error) {
@@ -49,19 +45,16 @@ func newRedis(rawURL string, logger *zap.Logger) (*redisBroker, error) {
 	// RESP2: pub/sub replies are plain arrays, read only by our reader.
 	opt.Protocol = 2
 	opt.PoolSize = 4
-	ctx, cancel := context.WithCancel(context.Background())
-	return &redisBroker{
+	r := &redisBroker{
 		client: redis.NewClient(opt), logger: logger, want: newWantSet(),
 		out: outage{logger: logger},
 		bo:  backoff{min: 100 * time.Millisecond, max: 10 * time.Second},
-		ctx: ctx, cancel: cancel, done: make(chan struct{}),
-	}, nil
+	}
+	r.life.init()
+	return r, nil
 }
 
-func (r *redisBroker) Start(sink Sink) {
-	r.started.Store(true)
-	go r.run(sink)
-}
+func (r *redisBroker) Start(sink Sink) { r.launch(func() { r.run(sink) }) }
 
 func (r *redisBroker) Listen(ch string) <-chan struct{} { return r.want.listen(ch, r.out.knownDown()) }
 
@@ -116,15 +109,11 @@ func refusedByRedis(reply string) bool {
 }
 
 func (r *redisBroker) Close() error {
-	r.cancel()
-	if r.started.Load() { // a broker never started has no goroutine to wait for
-		<-r.done
-	}
+	r.stop()
 	return r.client.Close()
 }
 
 func (r *redisBroker) run(sink Sink) {
-	defer close(r.done)
 	for r.ctx.Err() == nil {
 		err := r.generation(sink)
 		if r.ctx.Err() != nil {
