@@ -284,7 +284,7 @@ func TestForwardAuthRecipe(t *testing.T) {
 
 func TestConnectionLimits(t *testing.T) {
 	load(t, site("max_connections 3\nmax_connections_per_ip 2"))
-	waitNoStreams(t)
+	waitStreams(t, 0)
 	a := subscribe(t, "/events/a")
 	b := subscribe(t, "/events/a")
 	code, hdr, _ := do(t, "GET", "/events/a", "")
@@ -298,7 +298,7 @@ func TestConnectionLimits(t *testing.T) {
 	// first part's streams go before the second.
 	b.Close()
 	c.Close()
-	waitNoStreams(t)
+	waitStreams(t, 0)
 	load(t, site("max_connections 2\nmax_connections_per_ip 10"))
 	subscribe(t, "/events/b")
 	subscribe(t, "/events/b")

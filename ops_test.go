@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
 )
 
 func adminGet(t *testing.T, path string) (int, string) {
@@ -26,7 +28,7 @@ func adminGet(t *testing.T, path string) (int, string) {
 func TestMetricsStatsHealth(t *testing.T) {
 	withPassword := strings.Replace(servers.PG.URL(), "postgres@", "postgres:hunter2@", 1)
 	load(t, site("broker "+withPassword+"\nbuffer 1\npublish_key k"))
-	waitNoStreams(t) // the counts below are this test's alone
+	waitStreams(t, 0) // the counts below are this test's alone
 	conn := pgConn(t)
 	a := subscribe(t, "/events/m1")
 	b := subscribe(t, "/events/?channel=m1,m2")
@@ -115,32 +117,13 @@ func TestMetricsStatsHealth(t *testing.T) {
 	}
 }
 
-// waitNoStreams waits until the node counts no open stream: streams that
-// earlier tests closed end when the relay notices, which on a busy
-// machine can come after the next test has started, and the connection
-// limits count them.
-func waitNoStreams(t *testing.T) {
-	t.Helper()
-	waitStreams(t, 0)
-}
-
-// waitStreams waits until the node counts want open streams.
+// waitStreams waits until the node counts want open streams. Tests that
+// count streams wait for 0 first: streams that earlier tests closed end
+// when the relay notices, which on a busy machine can come after the next
+// test has started, and the limits and gauges count them.
 func waitStreams(t *testing.T, want int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, body := adminGet(t, "/sse_relay/stats")
-		var stats struct {
-			Totals struct {
-				Streams int `json:"streams"`
-			} `json:"totals"`
-		}
-		if err := json.Unmarshal([]byte(body), &stats); err == nil && stats.Totals.Streams == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("want %d open streams, after 10s: %s", want, body)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := testsrv.WaitStreams("http://localhost:2999", want); err != nil {
+		t.Fatal(err)
 	}
 }

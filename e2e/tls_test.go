@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
 )
 
 // tlsSite is an sse_relay route whose streams a reload ends quickly.
@@ -106,24 +107,7 @@ func nextDataFrom(rd *bufio.Reader, timeout time.Duration) (string, error) {
 // waitStreams waits until the node's stats count want open streams.
 func waitStreams(t *testing.T, n *node, want int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var stats struct {
-			Totals struct {
-				Streams int `json:"streams"`
-			} `json:"totals"`
-		}
-		resp, err := http.Get(n.admin + "/sse_relay/stats")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&stats)
-			resp.Body.Close()
-		}
-		if err == nil && stats.Totals.Streams == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("open streams: %d (%v), want %d", stats.Totals.Streams, err, want)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testsrv.WaitStreams(n.admin, want); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,12 +1,15 @@
 // Package testsrv starts throw-away PostgreSQL and Redis servers from the
 // installed binaries, on free ports in temporary directories, so tests talk
-// to real servers and can kill and restart them.
+// to real servers and can kill and restart them; and it holds what the
+// test packages that start Caddy share.
 package testsrv
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -263,4 +266,30 @@ func Main(m *testing.M, s **Servers) {
 func (s *Servers) Stop() {
 	s.PG.Stop()
 	s.Redis.Stop()
+}
+
+// WaitStreams waits up to 10 s until the Caddy admin endpoint at admin
+// (http://host:port) counts want open sse_relay streams.
+func WaitStreams(admin string, want int) error {
+	deadline := time.Now().Add(10 * time.Second)
+	client := &http.Client{Timeout: 5 * time.Second}
+	for {
+		var stats struct {
+			Totals struct {
+				Streams int `json:"streams"`
+			} `json:"totals"`
+		}
+		resp, err := client.Get(admin + "/sse_relay/stats")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&stats)
+			resp.Body.Close()
+		}
+		if err == nil && stats.Totals.Streams == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("open streams: %d (%v), want %d", stats.Totals.Streams, err, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
