@@ -248,35 +248,53 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// life is a broker's connection goroutine: Start launches it, Close
-// cancels ctx and waits for it to end. A broker never started has nothing
-// to wait for.
-type life struct {
+// core is what the Postgres and Redis brokers share: the channels to
+// listen to, the connection's outage record and backoff, and the goroutine
+// that owns the connection, which Start launches and Close cancels and
+// waits for (a broker never started has nothing to wait for).
+type core struct {
+	logger *zap.Logger
+	want   *wantSet
+	out    outage
+	bo     backoff
+
 	ctx     context.Context
 	cancel  context.CancelFunc
 	done    chan struct{}
 	started atomic.Bool
 }
 
-func (l *life) init() {
-	l.ctx, l.cancel = context.WithCancel(context.Background())
-	l.done = make(chan struct{})
+func (c *core) init(logger *zap.Logger) {
+	c.logger = logger
+	c.want = newWantSet()
+	c.out = outage{logger: logger}
+	c.bo = backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.done = make(chan struct{})
 }
 
-func (l *life) launch(run func()) {
-	l.started.Store(true)
+func (c *core) launch(run func()) {
+	c.started.Store(true)
 	go func() {
-		defer close(l.done)
+		defer close(c.done)
 		run()
 	}()
 }
 
-func (l *life) stop() {
-	l.cancel()
-	if l.started.Load() {
-		<-l.done
+func (c *core) stop() {
+	c.cancel()
+	if c.started.Load() {
+		<-c.done
 	}
 }
+
+func (c *core) Listen(ch string) <-chan struct{} { return c.want.listen(ch, c.out.knownDown()) }
+
+func (c *core) Unlisten(ch string) { c.want.unlisten(ch) }
+
+func (c *core) Connected() bool { return c.out.isUp() }
+
+func (c *core) State() State { return c.out.state() }
 
 // outage logs a connection's loss once and its recovery with its length.
 type outage struct {
@@ -287,20 +305,24 @@ type outage struct {
 	reconnects int
 }
 
-func (o *outage) connected() (wasDown bool, downFor time.Duration) {
+// connected records and logs that the connection is up, and reports
+// whether it was lost before (a reconnect, not the first connection).
+func (o *outage) connected() (wasDown bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.up {
-		return false, 0
+		return false
 	}
 	o.up = true
 	lost := o.since
 	o.since = time.Now()
 	if lost.IsZero() {
-		return false, 0
+		o.logger.Info("broker connected")
+		return false
 	}
 	o.reconnects++
-	return true, o.since.Sub(lost)
+	o.logger.Warn("broker connection restored", zap.Duration("outage", o.since.Sub(lost)))
+	return true
 }
 
 func (o *outage) state() State {

@@ -27,16 +27,11 @@ const (
 
 // postgres is one pgx connection, owned by the goroutine in run.
 type postgres struct {
-	cfg    *pgx.ConnConfig
-	logger *zap.Logger
-	want   *wantSet
-	out    outage
-	bo     backoff
+	core
+	cfg *pgx.ConnConfig
 
 	mu      sync.Mutex
 	pending []*publishReq
-
-	life
 }
 
 type publishReq struct {
@@ -54,28 +49,16 @@ func newPostgres(rawURL string, logger *zap.Logger) (*postgres, error) {
 	if _, set := cfg.RuntimeParams["application_name"]; !set {
 		cfg.RuntimeParams["application_name"] = "caddy-sse-relay"
 	}
-	p := &postgres{
-		cfg: cfg, logger: logger, want: newWantSet(),
-		out: outage{logger: logger},
-		bo:  backoff{min: 100 * time.Millisecond, max: 10 * time.Second},
-	}
-	p.life.init()
+	p := &postgres{cfg: cfg}
+	p.core.init(logger)
 	return p, nil
 }
 
 func (p *postgres) Start(sink Sink) { p.launch(func() { p.run(sink) }) }
 
-func (p *postgres) Listen(ch string) <-chan struct{} { return p.want.listen(ch, p.out.knownDown()) }
-
-func (p *postgres) Unlisten(ch string) { p.want.unlisten(ch) }
-
 func (p *postgres) Limits() Limits {
 	return Limits{MaxPayload: PostgresMaxPayload, MaxChannel: PostgresMaxChannel, FoldsCase: true}
 }
-
-func (p *postgres) Connected() bool { return p.out.isUp() }
-
-func (p *postgres) State() State { return p.out.state() }
 
 // Publish runs pg_notify on the broker's own connection, so publishing
 // over HTTP adds no connection. Several channels take one statement, and
@@ -116,12 +99,7 @@ func (p *postgres) run(sink Sink) {
 			continue
 		}
 		p.bo.reset()
-		wasDown, d := p.out.connected()
-		if wasDown {
-			p.logger.Warn("broker connection restored", zap.Duration("outage", d))
-		} else {
-			p.logger.Info("broker connected")
-		}
+		wasDown := p.out.connected()
 		err = p.serve(conn, sink, wasDown)
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = conn.Close(closeCtx)

@@ -27,13 +27,8 @@ const redisPingEvery = 15 * time.Second
 // UNSUBSCRIBE. A failed connection is closed and replaced, never repaired
 // behind our back, so every outage is seen, logged and reported.
 type redisBroker struct {
+	core
 	client *redis.Client
-	logger *zap.Logger
-	want   *wantSet
-	out    outage
-	bo     backoff
-
-	life
 }
 
 func newRedis(rawURL string, logger *zap.Logger) (*redisBroker, error) {
@@ -45,28 +40,16 @@ func newRedis(rawURL string, logger *zap.Logger) (*redisBroker, error) {
 	// RESP2: pub/sub replies are plain arrays, read only by our reader.
 	opt.Protocol = 2
 	opt.PoolSize = 4
-	r := &redisBroker{
-		client: redis.NewClient(opt), logger: logger, want: newWantSet(),
-		out: outage{logger: logger},
-		bo:  backoff{min: 100 * time.Millisecond, max: 10 * time.Second},
-	}
-	r.life.init()
+	r := &redisBroker{client: redis.NewClient(opt)}
+	r.core.init(logger)
 	return r, nil
 }
 
 func (r *redisBroker) Start(sink Sink) { r.launch(func() { r.run(sink) }) }
 
-func (r *redisBroker) Listen(ch string) <-chan struct{} { return r.want.listen(ch, r.out.knownDown()) }
-
-func (r *redisBroker) Unlisten(ch string) { r.want.unlisten(ch) }
-
 func (r *redisBroker) Limits() Limits {
 	return Limits{MaxPayload: RedisMaxPayload, MaxChannel: RedisMaxChannel}
 }
-
-func (r *redisBroker) Connected() bool { return r.out.isUp() }
-
-func (r *redisBroker) State() State { return r.out.state() }
 
 // Publish uses the client's small command pool: a subscribed connection
 // cannot publish. Several channels go in one MULTI/EXEC: every PUBLISH
@@ -142,12 +125,7 @@ func (r *redisBroker) generation(sink Sink) error {
 		return err
 	}
 	r.bo.reset()
-	wasDown, d := r.out.connected()
-	if wasDown {
-		r.logger.Warn("broker connection restored", zap.Duration("outage", d))
-	} else {
-		r.logger.Info("broker connected")
-	}
+	wasDown := r.out.connected()
 
 	genCtx, stop := context.WithCancel(r.ctx)
 	var wg sync.WaitGroup
