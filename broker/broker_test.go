@@ -11,6 +11,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
 )
@@ -84,7 +87,15 @@ func waitReady(t *testing.T, c <-chan struct{}) {
 
 func open(t *testing.T, url string) (Broker, *recorder) {
 	t.Helper()
-	b, err := Open(url, nil)
+	b, rec, _ := openLogged(t, url)
+	return b, rec
+}
+
+// openLogged is open with the broker's log lines kept.
+func openLogged(t *testing.T, url string) (Broker, *recorder, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	b, err := Open(url, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +109,7 @@ func open(t *testing.T, url string) (Broker, *recorder) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return b, rec
+	return b, rec, logs
 }
 
 // pgQuery runs use on a connection of its own, closed afterwards.
@@ -230,12 +241,27 @@ func TestPostgresRejectsOversizePayload(t *testing.T) {
 }
 
 func TestPostgresReconnectsAfterTerminate(t *testing.T) {
-	b, rec := open(t, servers.PG.URL())
+	b, rec, logs := openLogged(t, servers.PG.URL())
 	waitReady(t, b.Listen("fault"))
 	pgExec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'caddy-sse-relay'`)
 	rec.waitFor(t, "reset after reconnect", func() bool { return len(rec.resets) > 0 })
 	pgExec(t, `SELECT pg_notify('fault', 'after')`)
 	rec.waitFor(t, "event after reconnect", func() bool { return rec.has("fault after") })
+
+	// The connection's life in the log: connected at info, then the loss
+	// and the recovery, once each, at warn, the recovery with its length.
+	var lines []string
+	for _, e := range logs.All() {
+		line := e.Level.String() + " " + e.Message
+		if _, ok := e.ContextMap()["outage"]; ok {
+			line += " (with its length)"
+		}
+		lines = append(lines, line)
+	}
+	want := "info broker connected|warn broker connection lost; reconnecting|warn broker connection restored (with its length)"
+	if got := strings.Join(lines, "|"); got != want {
+		t.Fatalf("log lines:\n %s\nwant\n %s", got, want)
+	}
 }
 
 func TestRedisSubscribePublish(t *testing.T) {
