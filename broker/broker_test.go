@@ -500,3 +500,43 @@ func (r *recorder) exactly(t *testing.T, why string, want ...string) {
 		t.Fatalf("got %q: %s", r.got, why)
 	}
 }
+
+// TestLeastPrivilegeCredentials: the relay works with the credentials the
+// README's hardening checklist and docs/DEPLOYMENT.md recommend: a
+// Postgres role with no privileges of its own, and a Redis ACL user
+// limited to pub/sub.
+func TestLeastPrivilegeCredentials(t *testing.T) {
+	ctx := context.Background()
+	t.Run("postgres", func(t *testing.T) {
+		pgExec(t, `DROP ROLE IF EXISTS sse_relay_min`)
+		pgExec(t, `CREATE ROLE sse_relay_min LOGIN`)
+		t.Cleanup(func() { pgExec(t, `DROP ROLE IF EXISTS sse_relay_min`) })
+		u := strings.Replace(servers.PG.URL(), "postgres://postgres@", "postgres://sse_relay_min@", 1)
+		b, rec := open(t, u)
+		waitReady(t, b.Listen("least"))
+		if err := b.Publish(ctx, []string{"least"}, []byte("pg")); err != nil {
+			t.Fatal(err)
+		}
+		pgExec(t, `SELECT pg_notify('least', 'from the app')`)
+		rec.exactly(t, "the minimal role could not listen or publish", "least pg", "least from the app")
+	})
+	t.Run("redis", func(t *testing.T) {
+		rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis.Port)})
+		defer rc.Close()
+		acl := []any{"ACL", "SETUSER", "relaymin", "reset", "on", ">min-pw", "&*", "+subscribe", "+unsubscribe", "+publish", "+ping", "+multi", "+exec", "+client|setname"}
+		if err := rc.Do(ctx, acl...).Err(); err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Do(ctx, "ACL", "DELUSER", "relaymin")
+		u := strings.Replace(servers.Redis.URL(), "redis://", "redis://relaymin:min-pw@", 1)
+		b, rec := open(t, u)
+		waitReady(t, b.Listen("least"))
+		if err := b.Publish(ctx, []string{"least"}, []byte("redis")); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Publish(ctx, []string{"least", "least.too"}, []byte("both")); err != nil {
+			t.Fatal(err)
+		}
+		rec.exactly(t, "the pub/sub-only user could not subscribe or publish", "least redis", "least both")
+	})
+}
