@@ -43,7 +43,7 @@ type brokerStats struct {
 	Streams        int               `json:"streams"`
 	Replay         int               `json:"replay"`
 	ReplayBytes    int               `json:"replay_bytes"`
-	Delivered      uint64            `json:"frames_queued"`
+	Queued         uint64            `json:"frames_queued"`
 	DroppedSlow    uint64            `json:"dropped_slow"`
 	Refused        uint64            `json:"payloads_refused"`
 	Channels       []hub.ChannelStat `json:"channels"`
@@ -68,7 +68,7 @@ func collectStats() stats {
 		b := brokerStats{
 			URL: r.url, State: "disconnected", Since: st.Since, Reconnects: st.Reconnects,
 			EventsReceived: r.received.Load(), Streams: r.openStreams(), Replay: r.replay,
-			ReplayBytes: hs.ReplayBytes, Delivered: hs.Delivered, DroppedSlow: hs.Dropped,
+			ReplayBytes: hs.ReplayBytes, Queued: hs.Queued, DroppedSlow: hs.Dropped,
 			Refused: hs.Refused, Channels: r.hub.ChannelStats(),
 		}
 		if st.Connected {

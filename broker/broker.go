@@ -255,7 +255,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 type core struct {
 	logger *zap.Logger
 	want   *wantSet
-	out    outage
+	outage outage
 	bo     backoff
 
 	ctx     context.Context
@@ -267,7 +267,7 @@ type core struct {
 func (c *core) init(logger *zap.Logger) {
 	c.logger = logger
 	c.want = newWantSet()
-	c.out = outage{logger: logger}
+	c.outage = outage{logger: logger}
 	c.bo = backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.done = make(chan struct{})
@@ -288,13 +288,13 @@ func (c *core) stop() {
 	}
 }
 
-func (c *core) Listen(ch string) <-chan struct{} { return c.want.listen(ch, c.out.knownDown()) }
+func (c *core) Listen(ch string) <-chan struct{} { return c.want.listen(ch, c.outage.knownDown()) }
 
 func (c *core) Unlisten(ch string) { c.want.unlisten(ch) }
 
-func (c *core) Connected() bool { return c.out.isUp() }
+func (c *core) Connected() bool { return c.outage.isUp() }
 
-func (c *core) State() State { return c.out.state() }
+func (c *core) State() State { return c.outage.state() }
 
 // outage logs a connection's loss once and its recovery with its length.
 type outage struct {

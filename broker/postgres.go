@@ -64,7 +64,7 @@ func (p *postgres) Limits() Limits {
 // over HTTP adds no connection. Several channels take one statement, and
 // so one transaction: every NOTIFY goes out, or none.
 func (p *postgres) Publish(ctx context.Context, channels []string, payload []byte) error {
-	if !p.out.isUp() {
+	if !p.outage.isUp() {
 		return ErrUnavailable
 	}
 	req := &publishReq{ctx: ctx, channels: channels, payload: payload, result: make(chan error, 1)}
@@ -99,7 +99,7 @@ func (p *postgres) run(sink Sink) {
 			continue
 		}
 		p.bo.reset()
-		wasDown := p.out.connected()
+		wasDown := p.outage.connected()
 		err = p.serve(conn, sink, wasDown)
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = conn.Close(closeCtx)
@@ -112,7 +112,7 @@ func (p *postgres) run(sink Sink) {
 }
 
 func (p *postgres) down(err error) {
-	p.out.lost(err)
+	p.outage.lost(err)
 	p.want.releaseAll()
 	p.failPending(ErrUnavailable)
 }

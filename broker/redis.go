@@ -55,7 +55,7 @@ func (r *redisBroker) Limits() Limits {
 // cannot publish. Several channels go in one MULTI/EXEC: every PUBLISH
 // runs, or none.
 func (r *redisBroker) Publish(ctx context.Context, channels []string, payload []byte) error {
-	if !r.out.isUp() {
+	if !r.outage.isUp() {
 		return ErrUnavailable
 	}
 	var err error
@@ -102,7 +102,7 @@ func (r *redisBroker) run(sink Sink) {
 		if r.ctx.Err() != nil {
 			return
 		}
-		r.out.lost(err)
+		r.outage.lost(err)
 		r.want.releaseAll()
 		if !sleep(r.ctx, r.bo.delay()) {
 			return
@@ -125,7 +125,7 @@ func (r *redisBroker) generation(sink Sink) error {
 		return err
 	}
 	r.bo.reset()
-	wasDown := r.out.connected()
+	wasDown := r.outage.connected()
 
 	genCtx, stop := context.WithCancel(r.ctx)
 	var wg sync.WaitGroup

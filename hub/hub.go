@@ -69,9 +69,9 @@ type Hub struct {
 	closed    bool
 	ringBytes int // frame bytes held by all rings
 
-	delivered atomic.Uint64
-	dropped   atomic.Uint64
-	refused   atomic.Uint64
+	queued  atomic.Uint64
+	dropped atomic.Uint64
+	refused atomic.Uint64
 }
 
 type topic struct {
@@ -450,13 +450,13 @@ func (h *Hub) keepLocked(t *topic, e entry) {
 // fanOut offers frame to subs; the caller holds h.fan. A subscriber that
 // left meanwhile may still get the frame in a queue nobody reads.
 func (h *Hub) fanOut(subs []*Subscription, frame *Frame) {
-	delivered := 0
+	queued := 0
 	for _, s := range subs {
 		if s.dropped.Load() {
 			continue
 		}
 		if s.offer(frame) {
-			delivered++
+			queued++
 		} else {
 			h.dropped.Add(1)
 			s.drop(DropSlow)
@@ -465,7 +465,7 @@ func (h *Hub) fanOut(subs []*Subscription, frame *Frame) {
 			}
 		}
 	}
-	h.delivered.Add(uint64(delivered))
+	h.queued.Add(uint64(queued))
 }
 
 // Reset tells the subscribers of channels that events may have been lost
@@ -531,8 +531,8 @@ func (h *Hub) Close() {
 
 // Stats are the hub's running totals.
 type Stats struct {
-	Delivered, Dropped, Refused uint64
-	ReplayBytes                 int
+	Queued, Dropped, Refused uint64
+	ReplayBytes              int
 }
 
 // Stats returns the hub's running totals.
@@ -540,7 +540,7 @@ func (h *Hub) Stats() Stats {
 	h.mu.Lock()
 	replay := h.ringBytes
 	h.mu.Unlock()
-	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Refused: h.refused.Load(), ReplayBytes: replay}
+	return Stats{Queued: h.queued.Load(), Dropped: h.dropped.Load(), Refused: h.refused.Load(), ReplayBytes: replay}
 }
 
 func frameSize(ev *Event) int {
