@@ -1,8 +1,8 @@
 package sserelay
 
 import (
+	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 	"sync/atomic"
 
@@ -13,18 +13,43 @@ import (
 	"github.com/sse-relay/caddy-sse-relay/hub"
 )
 
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the `sse_relay` app. It holds settings shared by every handler;
+// the connections themselves live in a pool that survives reloads.
+type App struct {
+	// Broker is the default broker URL for handlers that set none.
+	Broker string `json:"broker,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "sse_relay", New: func() caddy.Module { return new(App) }}
+}
+
+// Start does nothing: relays open when handlers provision.
+func (*App) Start() error { return nil }
+
+// Stop does nothing: handlers close their streams on Caddy's stopping event.
+func (*App) Stop() error { return nil }
+
 // relays holds one relay (broker connection + hub) per broker URL and hub
 // settings. It is package-level on purpose: a config reload provisions new
 // handlers before the old ones are cleaned up, so the connection, the hub
-// and its replay rings carry over; the last Cleanup closes them.
+// and its replay rings carry over; the last Cleanup closes them
+// (lifecycle.go).
 var relays = caddy.NewUsagePool()
 
+// relay is a broker connection and the hub it feeds, shared by every
+// handler on the same broker URL and hub options.
 type relay struct {
 	broker   broker.Broker
 	hub      *hub.Hub
 	url      string // redacted, for stats and metric labels
 	replay   int
-	received atomic.Uint64
+	received atomic.Uint64 // events the broker handed to the hub
 
 	mu      sync.Mutex
 	streams int
@@ -33,67 +58,6 @@ type relay struct {
 	// streams (each ending within its handler's reload window) closes it.
 	closing   bool
 	closeOnce sync.Once
-}
-
-func (r *relay) openStreams() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.streams
-}
-
-// admit counts a new stream against the node-wide and per-IP limits. It
-// returns the status to refuse with, or a release func.
-func (r *relay) admit(ip string, max, maxPerIP int) (func(), int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.streams >= max {
-		metrics.dropped.WithLabelValues("limit").Inc()
-		return nil, http.StatusServiceUnavailable
-	}
-	if r.perIP[ip] >= maxPerIP {
-		metrics.dropped.WithLabelValues("limit").Inc()
-		return nil, http.StatusTooManyRequests
-	}
-	r.streams++
-	r.perIP[ip]++
-	return func() {
-		r.mu.Lock()
-		r.streams--
-		if r.perIP[ip]--; r.perIP[ip] == 0 {
-			delete(r.perIP, ip)
-		}
-		last := r.closing && r.streams == 0
-		r.mu.Unlock()
-		if last {
-			_ = r.close()
-		}
-	}, 0
-}
-
-// Destruct runs when the last handler using the relay is cleaned up. With
-// streams still open, which their handlers end over reload_close_window,
-// the relay, and so its broker connection, stays until the last of them
-// has ended: a reload that changes the broker URL opens the new
-// connection before the old one closes, and the old config's streams
-// keep receiving until they end.
-func (r *relay) Destruct() error {
-	r.mu.Lock()
-	r.closing = true
-	idle := r.streams == 0
-	r.mu.Unlock()
-	if idle {
-		return r.close()
-	}
-	return nil
-}
-
-func (r *relay) close() error {
-	var err error
-	r.closeOnce.Do(func() {
-		r.hub.Close()
-		err = r.broker.Close()
-	})
-	return err
 }
 
 // loadRelay returns the relay for url and hub options, opening it if no
@@ -121,3 +85,49 @@ func loadRelay(url string, opts hub.Options, logger *zap.Logger) (*relay, string
 	}
 	return val.(*relay), key, nil
 }
+
+// counted is the Sink between broker and hub: it counts what the broker
+// hands over.
+type counted struct {
+	hub      *hub.Hub
+	received *atomic.Uint64
+}
+
+func (c counted) Deliver(channel string, payload []byte) {
+	c.received.Add(1)
+	c.hub.Deliver(channel, payload)
+}
+
+func (c counted) Reset(channels []string, reason string) { c.hub.Reset(channels, reason) }
+
+// Refusals of admit.
+var (
+	errNodeFull = errors.New("too many streams on this node")
+	errIPFull   = errors.New("too many streams from this address")
+)
+
+// admit counts a new stream against the node-wide and per-IP limits. It
+// returns a release func, or errNodeFull or errIPFull.
+func (r *relay) admit(ip string, max, maxPerIP int) (release func(), err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.streams >= max {
+		metrics.dropped.WithLabelValues("limit").Inc()
+		return nil, errNodeFull
+	}
+	if r.perIP[ip] >= maxPerIP {
+		metrics.dropped.WithLabelValues("limit").Inc()
+		return nil, errIPFull
+	}
+	r.streams++
+	r.perIP[ip]++
+	return func() { r.release(ip) }, nil
+}
+
+func (r *relay) openStreams() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.streams
+}
+
+var _ caddy.App = (*App)(nil)

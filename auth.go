@@ -2,6 +2,7 @@ package sserelay
 
 import (
 	"crypto/elliptic"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,8 +11,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/sse-relay/caddy-sse-relay/broker"
 )
 
 // verifier checks subscriber and publisher JWTs. The accepted algorithm
@@ -110,9 +109,9 @@ type authError struct {
 
 func (e *authError) Error() string { return e.reason }
 
-// authorize checks a subscriber's token against the channels it asks for
-// and returns when the token expires.
-func (h *Handler) authorize(r *http.Request, channels []string) (time.Time, error) {
+// authorizeSubscribe checks a subscriber's token against the channels it
+// asks for and returns when the token expires.
+func (h *Handler) authorizeSubscribe(r *http.Request, channels []string) (time.Time, error) {
 	if h.verifier == nil {
 		return time.Time{}, nil
 	}
@@ -124,30 +123,45 @@ func (h *Handler) authorize(r *http.Request, channels []string) (time.Time, erro
 	if err != nil {
 		return time.Time{}, &authError{http.StatusUnauthorized, "invalid token"}
 	}
-	if ch, ok := granted(c.Channels, h.received(channels)); !ok {
+	if ch, ok := granted(c.Channels, h.rules.heard(channels)); !ok {
 		return time.Time{}, &authError{http.StatusForbidden, fmt.Sprintf("channel %q not granted", ch)}
 	}
 	return c.ExpiresAt.Time, nil
 }
 
-// received is every channel whose events a stream of channels gets: on
-// Postgres, a name with capitals also gets the unquoted NOTIFY of its
-// lowercase form, so a token must grant that too (user.Alice must not
-// read user.alice's events).
-func (h *Handler) received(channels []string) []string {
-	if !h.relay.broker.Limits().FoldsCase {
-		return channels
+// authorizePublish accepts the publish key (compared in constant time) or
+// a token whose publish claim grants every channel.
+func (h *Handler) authorizePublish(r *http.Request, channels []string) error {
+	tok, ok := bearer(r)
+	if !ok || tok == "" {
+		return &authError{http.StatusUnauthorized, "missing publish key or token"}
 	}
-	out := channels
-	for _, ch := range channels {
-		if folded := broker.FoldASCII(ch); folded != ch {
-			if len(out) == len(channels) {
-				out = append([]string(nil), channels...)
-			}
-			out = append(out, folded)
-		}
+	if h.publishKey != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(h.publishKey)) == 1 {
+		return nil
 	}
-	return out
+	if h.verifier == nil {
+		return &authError{http.StatusUnauthorized, "wrong publish key"}
+	}
+	c, err := h.verifier.parse(tok)
+	if err != nil {
+		return &authError{http.StatusUnauthorized, "wrong publish key or invalid token"}
+	}
+	if ch, ok := granted(c.Publish, channels); !ok {
+		return &authError{http.StatusForbidden, fmt.Sprintf("publishing on %q not granted", ch)}
+	}
+	return nil
+}
+
+// refuseAuth answers a failed authorization; 401s carry the challenge.
+func (h *Handler) refuseAuth(w http.ResponseWriter, err error) {
+	var ae *authError
+	if !errors.As(err, &ae) {
+		ae = &authError{http.StatusUnauthorized, "unauthorized"}
+	}
+	if ae.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sse_relay"`)
+	}
+	refuse(w, ae.status, ae.reason)
 }
 
 // granted reports whether every channel matches one of the grants, and

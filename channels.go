@@ -23,26 +23,7 @@ func (h *Handler) channels(r *http.Request) ([]string, error) {
 	if repl == nil {
 		repl = caddy.NewReplacer()
 	}
-	return h.checkChannels([]string{repl.ReplaceAll(h.Channels, "")})
-}
-
-// checkFolds refuses, on a broker that folds case, a list with two
-// channels that both receive the unquoted NOTIFY of one name (Orders and
-// orders, or Orders and ORDERS): a stream of both would get each such
-// event twice, and so would a stream of Orders from a publish to both.
-func (h *Handler) checkFolds(list []string) error {
-	if len(list) < 2 || !h.relay.broker.Limits().FoldsCase {
-		return nil
-	}
-	seen := make(map[string]string, len(list))
-	for _, ch := range list {
-		folded := broker.FoldASCII(ch)
-		if other, ok := seen[folded]; ok {
-			return fmt.Errorf("channels %q and %q both receive NOTIFY %s: name one of them", other, ch, folded)
-		}
-		seen[folded] = ch
-	}
-	return nil
+	return h.rules.check([]string{repl.ReplaceAll(h.Channels, "")})
 }
 
 // requestChannels are the channels a request names: every `channel` query
@@ -59,13 +40,20 @@ func (h *Handler) requestChannels(r *http.Request) ([]string, error) {
 		p := r.URL.Path
 		raw = []string{p[strings.LastIndexByte(p, '/')+1:]}
 	}
-	return h.checkChannels(raw)
+	return h.rules.check(raw)
 }
 
-// checkChannels splits comma-separated values, drops blanks and
-// duplicates, and applies the limits and the name rules, for streams and
-// publishes alike.
-func (h *Handler) checkChannels(raw []string) ([]string, error) {
+// channelRules are every rule a channel list must pass, for streams and
+// publishes alike: how many, the broker's name limits, and, on a broker
+// that folds case (Postgres), what a name also receives.
+type channelRules struct {
+	max    int // max_channels
+	limits broker.Limits
+}
+
+// check splits comma-separated values, drops blanks and duplicates, and
+// applies the limits and the name rules.
+func (c channelRules) check(raw []string) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
 	for _, v := range raw {
@@ -78,16 +66,15 @@ func (h *Handler) checkChannels(raw []string) ([]string, error) {
 			out = append(out, ch)
 		}
 	}
-	if len(out) > h.MaxChannels {
-		return nil, fmt.Errorf("too many channels: %d, at most %d", len(out), h.MaxChannels)
+	if len(out) > c.max {
+		return nil, fmt.Errorf("too many channels: %d, at most %d", len(out), c.max)
 	}
-	limit := h.relay.broker.Limits().MaxChannel
 	for _, ch := range out {
-		if err := checkChannel(ch, limit); err != nil {
+		if err := checkChannel(ch, c.limits.MaxChannel); err != nil {
 			return nil, err
 		}
 	}
-	if err := h.checkFolds(out); err != nil {
+	if err := c.checkFolds(out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -114,4 +101,43 @@ func checkChannel(ch string, limit int) error {
 		}
 	}
 	return nil
+}
+
+// checkFolds refuses, on a broker that folds case, a list with two
+// channels that both receive the unquoted NOTIFY of one name (Orders and
+// orders, or Orders and ORDERS): a stream of both would get each such
+// event twice, and so would a stream of Orders from a publish to both.
+func (c channelRules) checkFolds(list []string) error {
+	if len(list) < 2 || !c.limits.FoldsCase {
+		return nil
+	}
+	seen := make(map[string]string, len(list))
+	for _, ch := range list {
+		folded := broker.FoldASCII(ch)
+		if other, ok := seen[folded]; ok {
+			return fmt.Errorf("channels %q and %q both receive NOTIFY %s: name one of them", other, ch, folded)
+		}
+		seen[folded] = ch
+	}
+	return nil
+}
+
+// heard is every channel name whose events a stream of channels gets: on
+// a broker that folds case, a name with capitals also gets the unquoted
+// NOTIFY of its lowercase form, so a token must grant that too (user.Alice
+// must not read user.alice's events).
+func (c channelRules) heard(channels []string) []string {
+	if !c.limits.FoldsCase {
+		return channels
+	}
+	out := channels
+	for _, ch := range channels {
+		if folded := broker.FoldASCII(ch); folded != ch {
+			if len(out) == len(channels) {
+				out = append([]string(nil), channels...)
+			}
+			out = append(out, folded)
+		}
+	}
+	return out
 }

@@ -19,8 +19,20 @@ import (
 	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
 )
 
+// waitStreams waits until the node counts want open streams. Tests that
+// count streams wait for 0 first: streams that earlier tests closed end
+// when the relay notices, which on a busy machine can come after the next
+// test has started, and the limits and gauges count them.
+func waitStreams(t *testing.T, want int) {
+	t.Helper()
+	if err := testsrv.WaitStreams("http://localhost:2999", want); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // This is the one package that starts Caddy (through caddytest, admin
-// port 2999, HTTP port 9080). Its tests run one at a time.
+// port 2999, HTTP port 9080). Its tests run one at a time, and each
+// starts only the servers it uses: a test of a pure function starts none.
 
 var servers *testsrv.Servers
 
@@ -207,7 +219,7 @@ func pgConn(t testing.TB) *pgx.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, servers.PG.URL())
+	conn, err := pgx.Connect(ctx, servers.PG(t).URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +245,7 @@ func pgInt(t testing.TB, conn *pgx.Conn, sql string, args ...any) int {
 
 func redisClient(t testing.TB) *redis.Client {
 	t.Helper()
-	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis.Port)})
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis(t).Port)})
 	t.Cleanup(func() { rc.Close() })
 	return rc
 }

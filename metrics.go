@@ -3,7 +3,7 @@ package sserelay
 import (
 	"errors"
 	"strings"
-	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -16,13 +16,13 @@ import (
 // values: brokers are labelled by their configured (redacted) URL, never
 // by channel.
 var metrics = struct {
-	open      prometheus.Gauge
-	opened    prometheus.Counter
-	delivered prometheus.Counter
-	dropped   *prometheus.CounterVec
-	refused   *prometheus.CounterVec
-	latency   prometheus.Histogram
-	brokers   prometheus.Collector
+	open    prometheus.Gauge
+	opened  prometheus.Counter
+	written prometheus.Counter
+	dropped *prometheus.CounterVec
+	refused *prometheus.CounterVec
+	latency prometheus.Histogram
+	brokers prometheus.Collector
 }{
 	open: prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "sse_relay", Name: "streams_open",
@@ -32,7 +32,7 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "sse_relay", Name: "streams_opened_total",
 		Help: "Event streams opened.",
 	}),
-	delivered: prometheus.NewCounter(prometheus.CounterOpts{
+	written: prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "sse_relay", Name: "frames_delivered_total",
 		Help: "Event frames written to subscribers.",
 	}),
@@ -57,7 +57,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{metrics.open, metrics.opened, metrics.delivered,
+	for _, c := range []prometheus.Collector{metrics.open, metrics.opened, metrics.written,
 		metrics.dropped, metrics.refused, metrics.latency, metrics.brokers} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
@@ -133,15 +133,19 @@ func brokerTotals() map[string]brokerTotal {
 	return out
 }
 
-// counted is a Sink that counts what the broker hands to the hub.
-type counted struct {
-	hub      *hub.Hub
-	received *atomic.Uint64
+// streamMetrics counts what streams do (internal/stream's Observer).
+type streamMetrics struct{}
+
+func (streamMetrics) Opened() {
+	metrics.open.Inc()
+	metrics.opened.Inc()
 }
 
-func (c counted) Deliver(channel string, payload []byte) {
-	c.received.Add(1)
-	c.hub.Deliver(channel, payload)
+func (streamMetrics) Closed() { metrics.open.Dec() }
+
+func (streamMetrics) Written(frames int, oldest time.Time) {
+	metrics.written.Add(float64(frames))
+	metrics.latency.Observe(time.Since(oldest).Seconds())
 }
 
-func (c counted) Reset(channels []string, reason string) { c.hub.Reset(channels, reason) }
+func (streamMetrics) WriteFailed() { metrics.dropped.WithLabelValues("write_error").Inc() }

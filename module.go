@@ -3,10 +3,8 @@
 package sserelay
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,10 +16,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sse-relay/caddy-sse-relay/hub"
+	"github.com/sse-relay/caddy-sse-relay/internal/stream"
 )
 
 func init() {
-	caddy.RegisterModule(App{})
 	caddy.RegisterModule(Handler{})
 }
 
@@ -42,24 +40,6 @@ const (
 	// confirm LISTEN/SUBSCRIBE before its headers go out.
 	listenWait = 5 * time.Second
 )
-
-// App is the `sse_relay` app. It holds settings shared by every handler;
-// the connections themselves live in a pool that survives reloads.
-type App struct {
-	// Broker is the default broker URL for handlers that set none.
-	Broker string `json:"broker,omitempty"`
-}
-
-// CaddyModule returns the Caddy module information.
-func (App) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "sse_relay", New: func() caddy.Module { return new(App) }}
-}
-
-// Start does nothing: relays open when handlers provision.
-func (*App) Start() error { return nil }
-
-// Stop does nothing: handlers close their streams on Caddy's stopping event.
-func (*App) Stop() error { return nil }
 
 // Handler streams broker channels to clients as Server-Sent Events and,
 // with a publish key, accepts events by POST.
@@ -149,6 +129,8 @@ type Handler struct {
 	publishKey string
 	verifier   *verifier
 	origins    originSet
+	rules      channelRules
+	stream     stream.Config
 	logger     *zap.Logger
 
 	endOnce *sync.Once
@@ -191,6 +173,45 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	h.fillDefaults()
+	if h.origins, err = parseOrigins(h.AllowedOrigins); err != nil {
+		return err
+	}
+	if h.verifier, err = newVerifier(jwtSecret, h.JWTPublicKey); err != nil {
+		return err
+	}
+
+	h.relay, h.relayKey, err = loadRelay(h.brokerURL, hub.Options{
+		Replay:         *h.Replay,
+		Linger:         time.Duration(*h.Linger),
+		MaxReplayBytes: h.ReplayMaxBytes,
+	}, h.logger)
+	if err != nil {
+		return err
+	}
+	h.rules = channelRules{max: h.MaxChannels, limits: h.relay.broker.Limits()}
+	h.stream = stream.Config{
+		Heartbeat:    time.Duration(*h.Heartbeat),
+		Retry:        time.Duration(h.Retry),
+		WriteTimeout: time.Duration(h.WriteTimeout),
+		Ending:       h.ending,
+		EndDelay:     h.endDelay,
+		Logger:       h.logger,
+		Observer:     streamMetrics{},
+	}
+
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	events, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("events app: %w", err)
+	}
+	return events.(*caddyevents.App).On("stopping", stoppingHook{h})
+}
+
+// fillDefaults sets every option left unset to its default.
+func (h *Handler) fillDefaults() {
 	if h.Heartbeat == nil {
 		d := caddy.Duration(DefaultHeartbeat)
 		h.Heartbeat = &d
@@ -225,30 +246,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxConnectionsPerIP == 0 {
 		h.MaxConnectionsPerIP = DefaultMaxConnectionsIP
 	}
-	if h.origins, err = parseOrigins(h.AllowedOrigins); err != nil {
-		return err
-	}
-	if h.verifier, err = newVerifier(jwtSecret, h.JWTPublicKey); err != nil {
-		return err
-	}
-
-	h.relay, h.relayKey, err = loadRelay(h.brokerURL, hub.Options{
-		Replay:         *h.Replay,
-		Linger:         time.Duration(*h.Linger),
-		MaxReplayBytes: h.ReplayMaxBytes,
-	}, h.logger)
-	if err != nil {
-		return err
-	}
-
-	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	events, err := ctx.App("events")
-	if err != nil {
-		return fmt.Errorf("events app: %w", err)
-	}
-	return events.(*caddyevents.App).On("stopping", stoppingHook{h})
 }
 
 // setting resolves the placeholders of a configured value. A value that
@@ -302,7 +299,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		return h.serveStream(w, r)
+		return h.serveSubscribe(w, r)
 	case http.MethodPost:
 		if !h.publishing() {
 			w.Header().Set("Allow", h.allowed())
@@ -341,48 +338,6 @@ func (h *Handler) Cleanup() error {
 	return nil
 }
 
-// end makes every stream of this handler finish within window.
-func (h *Handler) end(window time.Duration) {
-	if h.endOnce == nil {
-		return // never provisioned
-	}
-	h.endOnce.Do(func() {
-		h.window = window
-		close(h.ending)
-	})
-}
-
-// closeWindow is reload_close_window; a handler that was never
-// provisioned has none.
-func (h *Handler) closeWindow() time.Duration {
-	if h.ReloadCloseWindow == nil {
-		return 0
-	}
-	return time.Duration(*h.ReloadCloseWindow)
-}
-
-// endDelay is how long one stream waits once ending closes: a random
-// point of the window, so clients do not all reconnect at once.
-func (h *Handler) endDelay() time.Duration {
-	if h.window <= 0 {
-		return 0
-	}
-	return rand.N(h.window)
-}
-
-// stoppingHook ends streams when Caddy stops this config: at once when
-// the process exits, spread over the reload window otherwise.
-type stoppingHook struct{ h *Handler }
-
-func (s stoppingHook) Handle(context.Context, caddy.Event) error {
-	if caddy.Exiting() {
-		s.h.end(0)
-	} else {
-		s.h.end(s.h.closeWindow())
-	}
-	return nil
-}
-
 // refuse writes a one-line plain-text reason.
 func refuse(w http.ResponseWriter, status int, reason string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -393,10 +348,8 @@ func refuse(w http.ResponseWriter, status int, reason string) {
 
 // Interface guards
 var (
-	_ caddy.App                   = (*App)(nil)
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
-	_ caddyevents.Handler         = stoppingHook{}
 )

@@ -117,7 +117,7 @@ func pgQuery(t *testing.T, use func(ctx context.Context, conn *pgx.Conn) error) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, servers.PG.URL())
+	conn, err := pgx.Connect(ctx, servers.PG(t).URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func pgCount(t *testing.T, sql string) (n int) {
 // TestOpenSchemeAliases: postgresql:// is Postgres (and connects), and
 // rediss:// is Redis over TLS (its client asks for TLS).
 func TestOpenSchemeAliases(t *testing.T) {
-	b, rec := open(t, strings.Replace(servers.PG.URL(), "postgres://", "postgresql://", 1))
+	b, rec := open(t, strings.Replace(servers.PG(t).URL(), "postgres://", "postgresql://", 1))
 	if !b.Limits().FoldsCase {
 		t.Fatal("postgresql:// did not open the Postgres broker")
 	}
@@ -190,7 +190,7 @@ func TestRedactHidesPassword(t *testing.T) {
 }
 
 func TestPostgresListenNotifyAndFold(t *testing.T) {
-	b, rec := open(t, servers.PG.URL())
+	b, rec := open(t, servers.PG(t).URL())
 	waitReady(t, b.Listen("Orders"))
 	waitReady(t, b.Listen("plain"))
 
@@ -212,7 +212,7 @@ func TestPostgresListenNotifyAndFold(t *testing.T) {
 }
 
 func TestPostgresChannelNameIsNeverSQL(t *testing.T) {
-	b, rec := open(t, servers.PG.URL())
+	b, rec := open(t, servers.PG(t).URL())
 	pgExec(t, `CREATE TABLE IF NOT EXISTS victims (id int)`)
 	evil := `x"; DROP TABLE victims; --`
 	waitReady(t, b.Listen(evil))
@@ -226,7 +226,7 @@ func TestPostgresChannelNameIsNeverSQL(t *testing.T) {
 }
 
 func TestPostgresRejectsOversizePayload(t *testing.T) {
-	b, _ := open(t, servers.PG.URL())
+	b, _ := open(t, servers.PG(t).URL())
 	big := make([]byte, 9000)
 	for i := range big {
 		big[i] = 'a'
@@ -241,7 +241,7 @@ func TestPostgresRejectsOversizePayload(t *testing.T) {
 }
 
 func TestPostgresReconnectsAfterTerminate(t *testing.T) {
-	b, rec, logs := openLogged(t, servers.PG.URL())
+	b, rec, logs := openLogged(t, servers.PG(t).URL())
 	waitReady(t, b.Listen("fault"))
 	pgExec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'caddy-sse-relay'`)
 	rec.waitFor(t, "reset after reconnect", func() bool { return len(rec.resets) > 0 })
@@ -265,9 +265,9 @@ func TestPostgresReconnectsAfterTerminate(t *testing.T) {
 }
 
 func TestRedisSubscribePublish(t *testing.T) {
-	b, rec := open(t, servers.Redis.URL())
+	b, rec := open(t, servers.Redis(t).URL())
 	waitReady(t, b.Listen("news"))
-	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis.Port)})
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis(t).Port)})
 	defer rc.Close()
 	ctx := context.Background()
 	if err := rc.Publish(ctx, "news", "n1").Err(); err != nil {
@@ -296,16 +296,16 @@ func TestRedisSubscribePublish(t *testing.T) {
 }
 
 func TestRedisReconnectsAfterRestart(t *testing.T) {
-	b, rec := open(t, servers.Redis.URL())
+	b, rec := open(t, servers.Redis(t).URL())
 	waitReady(t, b.Listen("fault"))
-	if err := servers.Redis.Kill(); err != nil {
+	if err := servers.Redis(t).Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if err := servers.Redis.Start(); err != nil {
+	if err := servers.Redis(t).Start(); err != nil {
 		t.Fatal(err)
 	}
 	rec.waitFor(t, "reset after reconnect", func() bool { return len(rec.resets) > 0 })
-	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis.Port)})
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis(t).Port)})
 	defer rc.Close()
 	if err := rc.Publish(context.Background(), "fault", "after").Err(); err != nil {
 		t.Fatal(err)
@@ -373,7 +373,7 @@ func TestWantSetReadyAcrossRelisten(t *testing.T) {
 // listened, so a stream's headers never promise what the broker would
 // miss. (Ready at once is for a broker known to be down.)
 func TestListenWaitsForFirstConnection(t *testing.T) {
-	for _, url := range []string{servers.PG.URL(), servers.Redis.URL()} {
+	for _, url := range []string{servers.PG(t).URL(), servers.Redis(t).URL()} {
 		b, err := Open(url, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -396,7 +396,7 @@ func TestListenWaitsForFirstConnection(t *testing.T) {
 // TestCloseWithoutStart: a broker opened but never started (its config
 // failed to provision further on) closes at once.
 func TestCloseWithoutStart(t *testing.T) {
-	for _, url := range []string{servers.PG.URL(), servers.Redis.URL(), "memory://"} {
+	for _, url := range []string{servers.PG(t).URL(), servers.Redis(t).URL(), "memory://"} {
 		b, err := Open(url, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -419,7 +419,7 @@ func TestCloseWithoutStart(t *testing.T) {
 func TestPublishSeveralIsAllOrNone(t *testing.T) {
 	ctx := context.Background()
 	t.Run("postgres", func(t *testing.T) {
-		b, rec := open(t, servers.PG.URL())
+		b, rec := open(t, servers.PG(t).URL())
 		waitReady(t, b.Listen("atom.a"))
 		waitReady(t, b.Listen("atom.b"))
 		// Postgres refuses an empty channel name: the statement fails, and
@@ -433,14 +433,14 @@ func TestPublishSeveralIsAllOrNone(t *testing.T) {
 		rec.exactly(t, "a refused publish went out in part, or out of order", "atom.a all", "atom.b all")
 	})
 	t.Run("redis", func(t *testing.T) {
-		rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis.Port)})
+		rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis(t).Port)})
 		defer rc.Close()
 		// A user that may use atom.a but not atom.b.
 		if err := rc.Do(ctx, "ACL", "SETUSER", "atomtest", "on", ">atom-pw", "~*", "resetchannels", "&atom.a", "+@all").Err(); err != nil {
 			t.Fatal(err)
 		}
 		defer rc.Do(ctx, "ACL", "DELUSER", "atomtest")
-		u := strings.Replace(servers.Redis.URL(), "redis://", "redis://atomtest:atom-pw@", 1)
+		u := strings.Replace(servers.Redis(t).URL(), "redis://", "redis://atomtest:atom-pw@", 1)
 		b, rec := open(t, u)
 		waitReady(t, b.Listen("atom.a"))
 		if err := b.Publish(ctx, []string{"atom.a", "atom.b"}, []byte("none")); !errors.Is(err, ErrRejected) {
@@ -457,7 +457,7 @@ func TestPublishSeveralIsAllOrNone(t *testing.T) {
 // the broker's goroutine gets to it is not sent, so a publisher told it
 // failed does not find the event delivered anyway.
 func TestPublishAbandonedIsNotSent(t *testing.T) {
-	b, rec := open(t, servers.PG.URL())
+	b, rec := open(t, servers.PG(t).URL())
 	waitReady(t, b.Listen("abandoned"))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -511,7 +511,7 @@ func TestLeastPrivilegeCredentials(t *testing.T) {
 		pgExec(t, `DROP ROLE IF EXISTS sse_relay_min`)
 		pgExec(t, `CREATE ROLE sse_relay_min LOGIN`)
 		t.Cleanup(func() { pgExec(t, `DROP ROLE IF EXISTS sse_relay_min`) })
-		u := strings.Replace(servers.PG.URL(), "postgres://postgres@", "postgres://sse_relay_min@", 1)
+		u := strings.Replace(servers.PG(t).URL(), "postgres://postgres@", "postgres://sse_relay_min@", 1)
 		b, rec := open(t, u)
 		waitReady(t, b.Listen("least"))
 		if err := b.Publish(ctx, []string{"least"}, []byte("pg")); err != nil {
@@ -521,14 +521,14 @@ func TestLeastPrivilegeCredentials(t *testing.T) {
 		rec.exactly(t, "the minimal role could not listen or publish", "least pg", "least from the app")
 	})
 	t.Run("redis", func(t *testing.T) {
-		rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis.Port)})
+		rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis(t).Port)})
 		defer rc.Close()
 		acl := []any{"ACL", "SETUSER", "relaymin", "reset", "on", ">min-pw", "&*", "+subscribe", "+unsubscribe", "+publish", "+ping", "+multi", "+exec", "+client|setname"}
 		if err := rc.Do(ctx, acl...).Err(); err != nil {
 			t.Fatal(err)
 		}
 		defer rc.Do(ctx, "ACL", "DELUSER", "relaymin")
-		u := strings.Replace(servers.Redis.URL(), "redis://", "redis://relaymin:min-pw@", 1)
+		u := strings.Replace(servers.Redis(t).URL(), "redis://", "redis://relaymin:min-pw@", 1)
 		b, rec := open(t, u)
 		waitReady(t, b.Listen("least"))
 		if err := b.Publish(ctx, []string{"least"}, []byte("redis")); err != nil {

@@ -48,10 +48,10 @@ func TestBrowser(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "node_modules/htmx-ext-sse/dist/sse.js")); err != nil {
 		t.Fatalf("htmx is not installed: run npm ci in e2e/browser (make deps does): %v", err)
 	}
-	n := startSite(t, browserSite(root, servers.PG.URL(), "15s"))
+	n := startSite(t, browserSite(root, servers.PG(t).URL(), "15s"))
 
 	ctx := context.Background()
-	pg, err := pgx.Connect(ctx, servers.PG.URL())
+	pg, err := pgx.Connect(ctx, servers.PG(t).URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestBrowser(t *testing.T) {
 		}()
 		for i, hb := range []string{"16s", "17s", "18s"} {
 			time.Sleep(700 * time.Millisecond)
-			n.reload(t, browserSite(root, servers.PG.URL(), hb))
+			n.reload(t, browserSite(root, servers.PG(t).URL(), hb))
 			t.Logf("reload %d through the admin API (heartbeat %s)", i+1, hb)
 		}
 		if err := <-done; err != nil {

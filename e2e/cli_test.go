@@ -10,7 +10,7 @@ import (
 // TestCLI: `caddy sse-relay notify` publishes through Postgres and Redis,
 // and `caddy sse-relay token` mints a token the relay accepts.
 func TestCLI(t *testing.T) {
-	for _, url := range []string{servers.PG.URL(), servers.Redis.URL()} {
+	for _, url := range []string{servers.PG(t).URL(), servers.Redis(t).URL()} {
 		n := startNode(t, "broker "+url)
 		s := openMany(t, n.base+"/events/cli", 1)[0]
 		out, err := exec.Command(caddyBin, "sse-relay", "notify", "--broker", url, "--channel", "cli",
@@ -30,7 +30,7 @@ func TestCLI(t *testing.T) {
 			t.Fatalf("%s: got %q, %v", url, d, err)
 		}
 	}
-	if out, err := exec.Command(caddyBin, "sse-relay", "notify", "--broker", servers.PG.URL(), "--channel", "a;b", "--data", "x").CombinedOutput(); err == nil {
+	if out, err := exec.Command(caddyBin, "sse-relay", "notify", "--broker", servers.PG(t).URL(), "--channel", "a;b", "--data", "x").CombinedOutput(); err == nil {
 		t.Fatalf("a bad channel was published: %s", out)
 	}
 

@@ -28,8 +28,8 @@ func TestDjangoPackage(t *testing.T) {
 	}
 	// A short heartbeat: Python's Stream.close waits for its reader
 	// thread's read to return.
-	pg := startNode(t, "broker "+servers.PG.URL()+"\nheartbeat 1s")
-	rd := startNode(t, "broker "+servers.Redis.URL()+"\nheartbeat 1s")
+	pg := startNode(t, "broker "+servers.PG(t).URL()+"\nheartbeat 1s")
+	rd := startNode(t, "broker "+servers.Redis(t).URL()+"\nheartbeat 1s")
 
 	versions, paths := []string{"3.2"}, []string{""}
 	for _, v := range djangoTrees {
@@ -46,9 +46,9 @@ func TestDjangoPackage(t *testing.T) {
 			cmd.Dir = "../contrib/django"
 			cmd.Env = append(os.Environ(),
 				"PYTHONPATH="+path,
-				"SSE_RELAY_TEST_PG_URL="+servers.PG.URL(),
+				"SSE_RELAY_TEST_PG_URL="+servers.PG(t).URL(),
 				"SSE_RELAY_TEST_BASE="+pg.base,
-				"SSE_RELAY_TEST_REDIS_URL="+servers.Redis.URL(),
+				"SSE_RELAY_TEST_REDIS_URL="+servers.Redis(t).URL(),
 				"SSE_RELAY_TEST_REDIS_BASE="+rd.base,
 			)
 			out, err := cmd.CombinedOutput()

@@ -50,10 +50,7 @@ func setup(m *testing.M) (int, error) {
 	if out, err := build.CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("building caddy: %v\n%s", err, out)
 	}
-	servers, err = testsrv.Start()
-	if err != nil {
-		return 0, err
-	}
+	servers = new(testsrv.Servers)
 	defer servers.Stop()
 	return m.Run(), nil
 }
@@ -321,12 +318,12 @@ func TestStopWith2000Streams(t *testing.T) {
 // holds one broker connection.
 func TestTwoNodesOneBroker(t *testing.T) {
 	ctx := context.Background()
-	pg, err := pgx.Connect(ctx, servers.PG.URL())
+	pg, err := pgx.Connect(ctx, servers.PG(t).URL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pg.Close(ctx)
-	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis.Port)})
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis(t).Port)})
 	defer rc.Close()
 
 	brokers := []struct {
@@ -334,14 +331,14 @@ func TestTwoNodesOneBroker(t *testing.T) {
 		publish   func(ch, data string) error
 		conns     func() (int, error)
 	}{
-		{"postgres", servers.PG.URL(),
+		{"postgres", servers.PG(t).URL(),
 			func(ch, data string) error { _, err := pg.Exec(ctx, `SELECT pg_notify($1, $2)`, ch, data); return err },
 			func() (int, error) {
 				var n int
 				err := pg.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'caddy-sse-relay'`).Scan(&n)
 				return n, err
 			}},
-		{"redis", servers.Redis.URL(),
+		{"redis", servers.Redis(t).URL(),
 			func(ch, data string) error { return rc.Publish(ctx, ch, data).Err() },
 			func() (int, error) {
 				list, err := rc.ClientList(ctx).Result()

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package sserelay
+package stream
 
 import "syscall"
 

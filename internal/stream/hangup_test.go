@@ -1,4 +1,4 @@
-package sserelay
+package stream
 
 import (
 	"crypto/tls"

@@ -228,44 +228,56 @@ func (r *Redis) Stop() {
 	_ = os.RemoveAll(r.dir)
 }
 
-// Servers are the servers a test binary shares.
+// Servers are the servers a test binary shares. Each starts the first
+// time a test asks for it, so tests that need neither start neither.
 type Servers struct {
-	PG    *Postgres
-	Redis *Redis
+	pgOnce, redisOnce sync.Once
+	pg                *Postgres
+	redis             *Redis
+	pgErr, redisErr   error
 }
 
-// Start starts both servers, or fails: a missing server is an error, never
-// a skip.
-func Start() (*Servers, error) {
-	pg, err := StartPostgres()
-	if err != nil {
-		return nil, err
+// PG is the shared PostgreSQL, started on first use. A server that cannot
+// start fails the test: a missing server is an error, never a skip.
+func (s *Servers) PG(t testing.TB) *Postgres {
+	t.Helper()
+	s.pgOnce.Do(func() { s.pg, s.pgErr = StartPostgres() })
+	if s.pgErr != nil {
+		t.Fatalf("test PostgreSQL: %v", s.pgErr)
 	}
-	rd, err := StartRedis()
-	if err != nil {
-		pg.Stop()
-		return nil, err
-	}
-	return &Servers{PG: pg, Redis: rd}, nil
+	return s.pg
 }
 
-// Main is a test binary's TestMain: it starts both servers into *s, runs
-// the tests and exits with their code, failing when a server cannot start.
+// Redis is the shared Redis, started on first use; as PG.
+func (s *Servers) Redis(t testing.TB) *Redis {
+	t.Helper()
+	s.redisOnce.Do(func() { s.redis, s.redisErr = StartRedis() })
+	if s.redisErr != nil {
+		t.Fatalf("test Redis: %v", s.redisErr)
+	}
+	return s.redis
+}
+
+// Main is a test binary's TestMain: it runs the tests with *s ready to
+// start servers, then stops those that started and exits with the tests'
+// code.
 func Main(m *testing.M, s **Servers) {
-	var err error
-	if *s, err = Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "test servers:", err)
-		os.Exit(1)
-	}
+	*s = new(Servers)
 	code := m.Run()
 	(*s).Stop()
 	os.Exit(code)
 }
 
-// Stop stops both servers.
+// Stop stops the servers that started.
 func (s *Servers) Stop() {
-	s.PG.Stop()
-	s.Redis.Stop()
+	s.pgOnce.Do(func() {})
+	s.redisOnce.Do(func() {})
+	if s.pg != nil {
+		s.pg.Stop()
+	}
+	if s.redis != nil {
+		s.redis.Stop()
+	}
 }
 
 // WaitStreams waits up to 10 s until the Caddy admin endpoint at admin

@@ -47,7 +47,7 @@ func findHandler(v any) map[string]any {
 	return nil
 }
 
-func TestDirectiveSubdirectivesAdapt(t *testing.T) {
+func TestCaddyfileSubdirectives(t *testing.T) {
 	cases := []struct {
 		line, field string
 		want        any
@@ -94,7 +94,7 @@ func TestDirectiveSubdirectivesAdapt(t *testing.T) {
 	}
 }
 
-func TestDirectiveGlobalOptionAndOrder(t *testing.T) {
+func TestCaddyfileGlobalOptionAndOrder(t *testing.T) {
 	cfg, err := adapt(t, "\tsse_relay {\n\t\tbroker postgres://relay@db/app\n\t}\n", "")
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func TestDirectiveGlobalOptionAndOrder(t *testing.T) {
 	}
 }
 
-func TestDirectiveMalformed(t *testing.T) {
+func TestCaddyfileMalformed(t *testing.T) {
 	cases := []struct {
 		global, lines string
 		line          int

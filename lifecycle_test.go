@@ -82,7 +82,7 @@ func (r *resumer) count() int {
 // with every event of its channels exactly once, in order.
 func TestReloadUnderLoad(t *testing.T) {
 	config := func(heartbeat string) string {
-		return site("broker " + servers.PG.URL() + "\nreload_close_window 500ms\nheartbeat " + heartbeat)
+		return site("broker " + servers.PG(t).URL() + "\nreload_close_window 500ms\nheartbeat " + heartbeat)
 	}
 	load(t, config("10s"))
 	conn := pgConn(t)
@@ -164,208 +164,6 @@ func TestReloadUnderLoad(t *testing.T) {
 		len(clients), events, publishTime.Round(time.Millisecond), reloads, totalReconnects)
 }
 
-func idOf(t *testing.T, c *sseClient) (event, string) {
-	t.Helper()
-	ev := c.next(t)
-	if ev.ID == "" {
-		t.Fatalf("event %+v has no id", ev)
-	}
-	return ev, ev.ID
-}
-
-func TestReplayOverHTTP(t *testing.T) {
-	load(t, site("publish_key k\nreplay 100"))
-	pub := func(ch, payload string) {
-		t.Helper()
-		if code, _, body := do(t, "POST", "/events/"+ch, payload, "Authorization", "Bearer k"); code != 202 {
-			t.Fatalf("publish: %d %s", code, body)
-		}
-	}
-	c := subscribe(t, "/events/?channel=p1,p2")
-	pub("p1", "a")
-	_, id := idOf(t, c)
-	c.Close()
-	pub("p2", "b")
-	pub("p1", `{"id":"mine-1","data":"c"}`)
-
-	// Header form: the missed events in order, then live ones.
-	r := subscribe(t, "/events/?channel=p1,p2", "Last-Event-ID", id)
-	if ev := r.next(t); ev.Data != "b" {
-		t.Fatalf("first replayed %+v", ev)
-	}
-	if ev := r.next(t); ev.Data != "c" || ev.ID != "mine-1" {
-		t.Fatalf("second replayed %+v (publisher id kept)", ev)
-	}
-	pub("p2", "d")
-	if ev := r.next(t); ev.Data != "d" {
-		t.Fatalf("live after replay %+v", ev)
-	}
-	r.nothing(t, 200*time.Millisecond)
-
-	// Query form, and a publisher's id as the resume point.
-	q := subscribe(t, "/events/?channel=p1,p2&last_event_id=mine-1")
-	if ev := q.next(t); ev.Data != "d" {
-		t.Fatalf("query resume %+v", ev)
-	}
-
-	// An id no ring holds: the reset signal, then live events.
-	u := subscribe(t, "/events/p1", "Last-Event-ID", "zzzz-99")
-	if ev := u.next(t); ev.Name != hub.ResetEvent || !strings.Contains(ev.Data, "unknown-id") {
-		t.Fatalf("unknown id: %+v", ev)
-	}
-	pub("p1", "e")
-	if ev := u.next(t); ev.Data != "e" {
-		t.Fatalf("after reset %+v", ev)
-	}
-}
-
-// TestReplayLargeBacklog: a resume whose backlog spans many write chunks
-// gets all of it, in order, then live events.
-func TestReplayLargeBacklog(t *testing.T) {
-	load(t, site("publish_key k\nreplay 1000"))
-	pad := strings.Repeat("x", 1000)
-	pub := func(n int) {
-		t.Helper()
-		if code, _, body := do(t, "POST", "/events/big", fmt.Sprintf("%d %s", n, pad), "Authorization", "Bearer k"); code != 202 {
-			t.Fatalf("publish: %d %s", code, body)
-		}
-	}
-	c := subscribe(t, "/events/big")
-	pub(0)
-	_, id := idOf(t, c)
-	c.Close()
-	const events = 600 // about 600 KiB: ten chunks
-	for n := 1; n < events; n++ {
-		pub(n)
-	}
-	r := subscribe(t, "/events/big", "Last-Event-ID", id)
-	for n := 1; n < events; n++ {
-		if ev := r.next(t); ev.Data != fmt.Sprintf("%d %s", n, pad) {
-			t.Fatalf("replayed event %d: %.20q", n, ev.Data)
-		}
-	}
-	pub(events)
-	if ev := r.next(t); !strings.HasPrefix(ev.Data, fmt.Sprint(events)+" ") {
-		t.Fatalf("live after replay: %.20q", ev.Data)
-	}
-}
-
-func TestReplayOffHasNoRelayIDs(t *testing.T) {
-	load(t, site("publish_key k\nreplay 0"))
-	c := subscribe(t, "/events/x")
-	do(t, "POST", "/events/x", "plain", "Authorization", "Bearer k")
-	if ev := c.next(t); ev.ID != "" || ev.Data != "plain" {
-		t.Fatalf("replay 0: %+v", ev)
-	}
-}
-
-// expectReset reads until the reset signal arrives.
-func expectReset(t *testing.T, c *sseClient) {
-	t.Helper()
-	for {
-		ev := c.next(t)
-		if ev.Name == hub.ResetEvent {
-			if !strings.Contains(ev.Data, "broker-reconnect") {
-				t.Fatalf("reset %+v", ev)
-			}
-			return
-		}
-	}
-}
-
-func TestPostgresFaults(t *testing.T) {
-	load(t, site("broker "+servers.PG.URL()+"\npublish_key k"))
-	c := subscribe(t, "/events/fault")
-
-	// 0. A payload Postgres itself refuses (text cannot hold invalid
-	// UTF-8) is the publisher's fault: 400, and the connection stays.
-	if code, _, body := do(t, "POST", "/events/fault", "bad \xff\xfe bytes", "Authorization", "Bearer k"); code != 400 {
-		t.Fatalf("payload Postgres refuses: %d %q, want 400", code, body)
-	}
-
-	// 1. The relay's backend is terminated.
-	admin := pgConn(t)
-	pgExec(t, admin, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'caddy-sse-relay'`)
-	expectReset(t, c)
-	pgExec(t, admin, `SELECT pg_notify('fault', 'after terminate')`)
-	if ev := c.next(t); ev.Data != "after terminate" {
-		t.Fatalf("got %+v", ev)
-	}
-
-	// 2. The server goes away (crash) and comes back. A client that
-	// arrives during the outage still gets its 200, then its events.
-	if err := servers.PG.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	// Publishing over HTTP in the outage queues nothing: 503, try later.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, hdr, body := do(t, "POST", "/events/fault", "in the outage", "Authorization", "Bearer k")
-		if code == 503 && hdr.Get("Retry-After") != "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("POST while Postgres is down: %d %q, want 503 with Retry-After", code, body)
-		}
-		time.Sleep(50 * time.Millisecond) // the relay has not noticed yet
-	}
-	start := time.Now()
-	during := subscribe(t, "/events/fault")
-	if waited := time.Since(start); waited > 3*time.Second {
-		t.Fatalf("a subscriber during the outage waited %v for its headers", waited)
-	}
-	if err := servers.PG.Start(); err != nil {
-		t.Fatal(err)
-	}
-	expectReset(t, c)
-	expectReset(t, during)
-	admin = pgConn(t)
-	pgExec(t, admin, `SELECT pg_notify('fault', 'after restart')`)
-	for _, s := range []*sseClient{c, during} {
-		if ev := s.next(t); ev.Data != "after restart" {
-			t.Fatalf("got %+v", ev)
-		}
-	}
-}
-
-func TestRedisFaults(t *testing.T) {
-	load(t, site("broker "+servers.Redis.URL()))
-	c := subscribe(t, "/events/fault")
-	rc := redisClient(t)
-	ctx := context.Background()
-
-	// 1. The pub/sub client is killed.
-	if err := rc.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
-		t.Fatal(err)
-	}
-	expectReset(t, c)
-	if err := rc.Publish(ctx, "fault", "after kill").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if ev := c.next(t); ev.Data != "after kill" {
-		t.Fatalf("got %+v", ev)
-	}
-
-	// 2. Redis restarts.
-	if err := servers.Redis.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	during := subscribe(t, "/events/fault")
-	if err := servers.Redis.Start(); err != nil {
-		t.Fatal(err)
-	}
-	expectReset(t, c)
-	expectReset(t, during)
-	if err := rc.Publish(ctx, "fault", "after restart").Err(); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []*sseClient{c, during} {
-		if ev := s.next(t); ev.Data != "after restart" {
-			t.Fatalf("got %+v", ev)
-		}
-	}
-}
-
 // TestStreamsLeaveNothingBehind opens and closes 10,000 streams in rounds
 // and checks goroutines and heap return near where they started.
 func TestStreamsLeaveNothingBehind(t *testing.T) {
@@ -437,7 +235,7 @@ func TestStreamsLeaveNothingBehind(t *testing.T) {
 // keeps receiving through the old connection until it ends, and the old
 // connection closes when its last stream has gone.
 func TestReloadToAnotherBroker(t *testing.T) {
-	oldURL := servers.PG.URL()
+	oldURL := servers.PG(t).URL()
 	newURL := oldURL + "&connect_timeout=9" // another URL, the same database
 	// A long window: the old stream must outlive the checks below; the
 	// test ends it itself.

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
 )
 
 func adminGet(t *testing.T, path string) (int, string) {
@@ -26,7 +24,7 @@ func adminGet(t *testing.T, path string) (int, string) {
 // TestMetricsStatsHealth: the Prometheus metrics, /sse_relay/stats and
 // /sse_relay/health on the admin endpoint, through a broker outage.
 func TestMetricsStatsHealth(t *testing.T) {
-	withPassword := strings.Replace(servers.PG.URL(), "postgres@", "postgres:hunter2@", 1)
+	withPassword := strings.Replace(servers.PG(t).URL(), "postgres@", "postgres:hunter2@", 1)
 	load(t, site("broker "+withPassword+"\nbuffer 1\npublish_key k"))
 	waitStreams(t, 0) // the counts below are this test's alone
 	conn := pgConn(t)
@@ -90,7 +88,7 @@ func TestMetricsStatsHealth(t *testing.T) {
 	if code, body := adminGet(t, "/sse_relay/health"); code != 200 {
 		t.Fatalf("health with the broker up: %d %s", code, body)
 	}
-	if err := servers.PG.Kill(); err != nil {
+	if err := servers.PG(t).Kill(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -104,7 +102,7 @@ func TestMetricsStatsHealth(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := servers.PG.Start(); err != nil {
+	if err := servers.PG(t).Start(); err != nil {
 		t.Fatal(err)
 	}
 	expectReset(t, a)
@@ -114,16 +112,5 @@ func TestMetricsStatsHealth(t *testing.T) {
 	_, body = adminGet(t, "/metrics")
 	if !regexp.MustCompile(`caddy_sse_relay_broker_reconnects_total\{[^}]*\} [1-9]`).MatchString(body) {
 		t.Fatal("the reconnect was not counted")
-	}
-}
-
-// waitStreams waits until the node counts want open streams. Tests that
-// count streams wait for 0 first: streams that earlier tests closed end
-// when the relay notices, which on a busy machine can come after the next
-// test has started, and the limits and gauges count them.
-func waitStreams(t *testing.T, want int) {
-	t.Helper()
-	if err := testsrv.WaitStreams("http://localhost:2999", want); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -1,0 +1,94 @@
+// Package stream writes a hub subscription to a client as an event
+// stream: the opening lines and the replay, then events as they come,
+// coalesced into one write each, heartbeats when idle, and an end when the
+// client leaves, the hub cuts it off, its token expires or its config is
+// replaced. On HTTP/1.x the connection is taken over after the headers and
+// served by a small goroutine, with one epoll set noticing clients that
+// leave. It knows nothing of Caddy.
+package stream
+
+import (
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sse-relay/caddy-sse-relay/hub"
+)
+
+// Config is what every stream of one handler shares.
+type Config struct {
+	// Heartbeat is the silence after which a comment line goes out; 0
+	// turns heartbeats off.
+	Heartbeat time.Duration
+	// Retry, when positive, is sent once at the start.
+	Retry time.Duration
+	// WriteTimeout bounds every write.
+	WriteTimeout time.Duration
+	// Ending closes when the streams should end (their config is replaced
+	// or the server stops); each then ends after EndDelay.
+	Ending   <-chan struct{}
+	EndDelay func() time.Duration
+	Logger   *zap.Logger
+	Observer Observer
+}
+
+// Observer counts what streams do.
+type Observer interface {
+	Opened()
+	Closed()
+	// Written reports frames written in one write, the oldest of them
+	// received at oldest.
+	Written(frames int, oldest time.Time)
+	WriteFailed()
+}
+
+// Stream is one subscriber's stream to serve.
+type Stream struct {
+	Sub      *hub.Subscription
+	Expires  time.Time // the token's expiry, or zero
+	Channels []string  // for logs
+	// Done unsubscribes and releases the stream's slot; Serve calls it
+	// once the stream has ended.
+	Done func()
+}
+
+// Serve writes the headers, then, unless r is a HEAD, the stream. An
+// HTTP/1.x stream is taken over and goes on in a goroutine of its own
+// after Serve returns; other streams are served before it returns.
+func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache, no-transform")
+	hdr.Set("X-Accel-Buffering", "no")
+	hdr.Del("Content-Length")
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		s.Done()
+		return
+	}
+	if r.ProtoMajor == 1 {
+		// net/http then sends the body as it is, not chunked, and closes
+		// the connection after it: the body ends when the stream does.
+		hdr.Set("Transfer-Encoding", "identity")
+	}
+	// net/http writes the headers, and whatever wraps w (an access log,
+	// metrics) sees the 200, also for a stream that is taken over.
+	w.WriteHeader(http.StatusOK)
+	st := &writer{cfg: c, Stream: s, remote: r.RemoteAddr}
+	st.start()
+	if r.ProtoMajor == 1 && st.takeOver(w) {
+		return // the stream goes on in its own goroutine
+	}
+	rw := &responseWire{w: w, rc: http.NewResponseController(w), timeout: c.WriteTimeout}
+	st.wire = rw
+	// A keep-alive connection must not carry our deadline into the next
+	// request.
+	defer func() { _ = rw.rc.SetWriteDeadline(time.Time{}) }()
+	if st.run(r.Context().Done()) {
+		// Cut off (too slow, or the socket stalled): close the connection
+		// instead of ending the response and keeping it alive; the client
+		// resumes with Last-Event-ID.
+		panic(http.ErrAbortHandler)
+	}
+}

@@ -1,0 +1,68 @@
+package stream
+
+import (
+	"net"
+	"net/http"
+	"time"
+)
+
+// takeOver hijacks an HTTP/1.x connection once the headers are out and
+// serves the stream from a goroutine of its own, so the request's
+// goroutine, with the server's deep handler stack, and net/http's buffers
+// and background reader are freed: an idle stream then costs a few KiB. It
+// reports false when the connection cannot be taken over, leaving the
+// response path to serve it.
+//
+// The headers are flushed through every wrapper first, then the server's
+// own ResponseWriter, under the wrappers, is hijacked: it gives the raw
+// connection, which the hang-up watcher can poll. Hijacking through an
+// access log's recorder would give a byte-counting wrapper whose count the
+// log reads on the request goroutine while this one writes.
+func (s *writer) takeOver(w http.ResponseWriter) bool {
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		return false
+	}
+	hj, ok := innermost(w).(http.Hijacker)
+	if !ok {
+		return false
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		return false
+	}
+	s.wire = &connWire{conn: conn, timeout: s.cfg.WriteTimeout}
+	gone := make(chan struct{})
+	unwatch := watchHangup(conn, gone)
+	go func() {
+		s.run(gone)
+		unwatch()
+		_ = conn.Close()
+	}()
+	return true
+}
+
+// innermost follows Unwrap down to the ResponseWriter that the server's
+// wrappers wrap: net/http's own.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
+}
+
+// connWire writes to a taken-over connection.
+type connWire struct {
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (o *connWire) write(p []byte) error {
+	if err := o.conn.SetWriteDeadline(time.Now().Add(o.timeout)); err != nil {
+		return err
+	}
+	_, err := o.conn.Write(p)
+	return err
+}

@@ -1,0 +1,187 @@
+package stream
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sse-relay/caddy-sse-relay/hub"
+)
+
+// wire is where a stream's bytes go: the response (HTTP/2, HTTP/3, or a
+// connection that could not be taken over) or a taken-over connection.
+type wire interface {
+	write(p []byte) error
+}
+
+// responseWire writes through the response.
+type responseWire struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+// write sends p in one Write and one Flush, under a write deadline.
+func (o *responseWire) write(p []byte) error {
+	if err := o.rc.SetWriteDeadline(time.Now().Add(o.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	if _, err := o.w.Write(p); err != nil {
+		return err
+	}
+	return o.rc.Flush()
+}
+
+// writer is one stream being written.
+type writer struct {
+	Stream
+	cfg     *Config
+	wire    wire
+	remote  string
+	buf     []byte
+	frames  []*hub.Frame // scratch for Take
+	backlog [][]byte     // replayed frames not yet written, shared with the rings
+}
+
+// start puts the opening lines in buf and takes the replayed frames, for
+// writeOpening.
+func (s *writer) start() {
+	s.buf = append(s.buf, ": ok\n"...)
+	if s.cfg.Retry > 0 {
+		s.buf = append(s.buf, "retry: "...)
+		s.buf = strconv.AppendInt(s.buf, s.cfg.Retry.Milliseconds(), 10)
+		s.buf = append(s.buf, '\n')
+	}
+	s.buf = append(s.buf, '\n')
+	s.backlog, s.Sub.Backlog = s.Sub.Backlog, nil
+}
+
+// run writes the stream until it ends, then calls Done. It reports
+// whether the connection should be dropped rather than ended cleanly.
+func (s *writer) run(gone <-chan struct{}) bool {
+	defer s.Done()
+	if err := s.writeOpening(); err != nil {
+		s.cfg.Observer.WriteFailed()
+		return true
+	}
+	s.cfg.Observer.Opened()
+	defer s.cfg.Observer.Closed()
+	s.cfg.Logger.Debug("stream opened", zap.Strings("channels", s.Channels), zap.String("remote", s.remote))
+	reason, abort := s.loop(gone)
+	s.cfg.Logger.Debug("stream closed", zap.Strings("channels", s.Channels), zap.String("reason", reason))
+	return abort
+}
+
+// flush writes buf at once.
+func (s *writer) flush() error {
+	err := s.wire.write(s.buf)
+	s.buf = s.buf[:0]
+	if cap(s.buf) > 64<<10 {
+		// Do not hold on to a burst's buffer for the life of the stream.
+		s.buf = nil
+	}
+	return err
+}
+
+// backlogChunk is about how much replay one write carries.
+const backlogChunk = 64 << 10
+
+// writeOpening writes what start put in buf, then the replayed frames a
+// chunk at a time: a resume can replay the whole ring of every channel,
+// and copying all of it into each stream's buffer at once would let a few
+// hundred resuming clients hold gigabytes.
+func (s *writer) writeOpening() error {
+	for {
+		for len(s.backlog) > 0 && len(s.buf) < backlogChunk {
+			s.buf = append(s.buf, s.backlog[0]...)
+			s.backlog[0] = nil
+			s.backlog = s.backlog[1:]
+		}
+		if err := s.flush(); err != nil {
+			return err
+		}
+		if len(s.backlog) == 0 {
+			s.backlog = nil
+			return nil
+		}
+	}
+}
+
+// loop writes frames as they come, coalescing everything pending into one
+// write, and heartbeats when idle. It returns why the stream ended and
+// whether the connection should be dropped rather than ended cleanly.
+func (s *writer) loop(gone <-chan struct{}) (string, bool) {
+	sub := s.Sub
+	var heartbeat <-chan time.Time
+	var beat *time.Timer
+	if hb := s.cfg.Heartbeat; hb > 0 {
+		beat = time.NewTimer(hb)
+		defer beat.Stop()
+		heartbeat = beat.C
+	}
+	var endTimer, expired <-chan time.Time
+	if !s.Expires.IsZero() {
+		t := time.NewTimer(time.Until(s.Expires))
+		defer t.Stop()
+		expired = t.C
+	}
+	ending := s.cfg.Ending
+	for {
+		frames, oldest := 0, time.Time{}
+		select {
+		case <-sub.Wake():
+			frames, oldest = s.take()
+			if frames == 0 {
+				continue
+			}
+		case <-heartbeat:
+			s.buf = append(s.buf, ":\n\n"...)
+		case <-gone:
+			return "client gone", false
+		case <-sub.Done():
+			return "hub: " + sub.Reason(), sub.Reason() == hub.DropSlow
+		case <-ending:
+			ending = nil
+			t := time.NewTimer(s.cfg.EndDelay())
+			defer t.Stop()
+			endTimer = t.C
+			continue
+		case <-endTimer:
+			return "config replaced", false
+		case <-expired:
+			return "token expired", false
+		}
+		if err := s.flush(); err != nil {
+			s.cfg.Observer.WriteFailed()
+			return "write: " + err.Error(), true
+		}
+		if frames > 0 {
+			s.cfg.Observer.Written(frames, oldest)
+		}
+		if beat != nil {
+			beat.Reset(s.cfg.Heartbeat)
+		}
+	}
+}
+
+// take appends every queued frame to buf and returns how many, and when
+// the oldest was received.
+func (s *writer) take() (int, time.Time) {
+	s.frames = s.Sub.Take(s.frames[:0])
+	n := len(s.frames)
+	if n == 0 {
+		return 0, time.Time{}
+	}
+	oldest := s.frames[0].At
+	for _, f := range s.frames {
+		s.buf = append(s.buf, f.Bytes...)
+	}
+	clear(s.frames)
+	if cap(s.frames) > 64 {
+		s.frames = nil
+	}
+	return n, oldest
+}

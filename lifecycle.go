@@ -1,0 +1,111 @@
+package sserelay
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+)
+
+// Reload and stop, in order:
+//
+//  1. A new config provisions its handlers while the old one still serves.
+//     Each takes its relay from the pool (app.go): an unchanged broker URL
+//     and hub options find the running relay, so the connection, the hub
+//     and its replay rings carry over.
+//  2. The old config stops. Caddy emits its stopping event (stoppingHook):
+//     when the process exits, every stream ends at once, so `caddy stop`
+//     returns in seconds; on a reload, each stream ends at a random point
+//     of reload_close_window and its client resumes on the new config with
+//     Last-Event-ID.
+//  3. The old handlers' Cleanup does the same (end), for a stop without
+//     the event, and gives its relay back to the pool.
+//  4. A relay no handler uses any more (a changed broker URL or hub
+//     options) is closed by Destruct, or, while streams of the old config
+//     are still open, by release once the last of them has ended: old
+//     streams keep receiving until they end, and the new connection was
+//     opened in step 1.
+
+// end makes every stream of this handler finish within window.
+func (h *Handler) end(window time.Duration) {
+	if h.endOnce == nil {
+		return // never provisioned
+	}
+	h.endOnce.Do(func() {
+		h.window = window
+		close(h.ending)
+	})
+}
+
+// closeWindow is reload_close_window; a handler that was never
+// provisioned has none.
+func (h *Handler) closeWindow() time.Duration {
+	if h.ReloadCloseWindow == nil {
+		return 0
+	}
+	return time.Duration(*h.ReloadCloseWindow)
+}
+
+// endDelay is how long one stream waits once ending closes: a random
+// point of the window, so clients do not all reconnect at once.
+func (h *Handler) endDelay() time.Duration {
+	if h.window <= 0 {
+		return 0
+	}
+	return rand.N(h.window)
+}
+
+// stoppingHook ends streams when Caddy stops this config: at once when
+// the process exits, spread over the reload window otherwise.
+type stoppingHook struct{ h *Handler }
+
+func (s stoppingHook) Handle(context.Context, caddy.Event) error {
+	if caddy.Exiting() {
+		s.h.end(0)
+	} else {
+		s.h.end(s.h.closeWindow())
+	}
+	return nil
+}
+
+// Destruct runs when the last handler using the relay is cleaned up. With
+// streams still open the relay, and so its broker connection, stays until
+// release sees the last of them end.
+func (r *relay) Destruct() error {
+	r.mu.Lock()
+	r.closing = true
+	idle := r.streams == 0
+	r.mu.Unlock()
+	if idle {
+		return r.close()
+	}
+	return nil
+}
+
+// release gives back a stream's slot; the last stream of a relay no
+// handler uses closes it.
+func (r *relay) release(ip string) {
+	r.mu.Lock()
+	r.streams--
+	if r.perIP[ip]--; r.perIP[ip] == 0 {
+		delete(r.perIP, ip)
+	}
+	last := r.closing && r.streams == 0
+	r.mu.Unlock()
+	if last {
+		_ = r.close()
+	}
+}
+
+func (r *relay) close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		r.hub.Close()
+		err = r.broker.Close()
+	})
+	return err
+}
+
+var _ caddyevents.Handler = stoppingHook{}

@@ -1,0 +1,340 @@
+package sserelay
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
+	"github.com/sse-relay/caddy-sse-relay/hub"
+)
+
+func idOf(t *testing.T, c *sseClient) (event, string) {
+	t.Helper()
+	ev := c.next(t)
+	if ev.ID == "" {
+		t.Fatalf("event %+v has no id", ev)
+	}
+	return ev, ev.ID
+}
+
+func TestReplayOverHTTP(t *testing.T) {
+	load(t, site("publish_key k\nreplay 100"))
+	pub := func(ch, payload string) {
+		t.Helper()
+		if code, _, body := do(t, "POST", "/events/"+ch, payload, "Authorization", "Bearer k"); code != 202 {
+			t.Fatalf("publish: %d %s", code, body)
+		}
+	}
+	c := subscribe(t, "/events/?channel=p1,p2")
+	pub("p1", "a")
+	_, id := idOf(t, c)
+	c.Close()
+	pub("p2", "b")
+	pub("p1", `{"id":"mine-1","data":"c"}`)
+
+	// Header form: the missed events in order, then live ones.
+	r := subscribe(t, "/events/?channel=p1,p2", "Last-Event-ID", id)
+	if ev := r.next(t); ev.Data != "b" {
+		t.Fatalf("first replayed %+v", ev)
+	}
+	if ev := r.next(t); ev.Data != "c" || ev.ID != "mine-1" {
+		t.Fatalf("second replayed %+v (publisher id kept)", ev)
+	}
+	pub("p2", "d")
+	if ev := r.next(t); ev.Data != "d" {
+		t.Fatalf("live after replay %+v", ev)
+	}
+	r.nothing(t, 200*time.Millisecond)
+
+	// Query form, and a publisher's id as the resume point.
+	q := subscribe(t, "/events/?channel=p1,p2&last_event_id=mine-1")
+	if ev := q.next(t); ev.Data != "d" {
+		t.Fatalf("query resume %+v", ev)
+	}
+
+	// An id no ring holds: the reset signal, then live events.
+	u := subscribe(t, "/events/p1", "Last-Event-ID", "zzzz-99")
+	if ev := u.next(t); ev.Name != hub.ResetEvent || !strings.Contains(ev.Data, "unknown-id") {
+		t.Fatalf("unknown id: %+v", ev)
+	}
+	pub("p1", "e")
+	if ev := u.next(t); ev.Data != "e" {
+		t.Fatalf("after reset %+v", ev)
+	}
+}
+
+// TestReplayLargeBacklog: a resume whose backlog spans many write chunks
+// gets all of it, in order, then live events.
+func TestReplayLargeBacklog(t *testing.T) {
+	load(t, site("publish_key k\nreplay 1000"))
+	pad := strings.Repeat("x", 1000)
+	pub := func(n int) {
+		t.Helper()
+		if code, _, body := do(t, "POST", "/events/big", fmt.Sprintf("%d %s", n, pad), "Authorization", "Bearer k"); code != 202 {
+			t.Fatalf("publish: %d %s", code, body)
+		}
+	}
+	c := subscribe(t, "/events/big")
+	pub(0)
+	_, id := idOf(t, c)
+	c.Close()
+	const events = 600 // about 600 KiB: ten chunks
+	for n := 1; n < events; n++ {
+		pub(n)
+	}
+	r := subscribe(t, "/events/big", "Last-Event-ID", id)
+	for n := 1; n < events; n++ {
+		if ev := r.next(t); ev.Data != fmt.Sprintf("%d %s", n, pad) {
+			t.Fatalf("replayed event %d: %.20q", n, ev.Data)
+		}
+	}
+	pub(events)
+	if ev := r.next(t); !strings.HasPrefix(ev.Data, fmt.Sprint(events)+" ") {
+		t.Fatalf("live after replay: %.20q", ev.Data)
+	}
+}
+
+func TestReplayOffHasNoRelayIDs(t *testing.T) {
+	load(t, site("publish_key k\nreplay 0"))
+	c := subscribe(t, "/events/x")
+	do(t, "POST", "/events/x", "plain", "Authorization", "Bearer k")
+	if ev := c.next(t); ev.ID != "" || ev.Data != "plain" {
+		t.Fatalf("replay 0: %+v", ev)
+	}
+}
+
+// TestPayloadContract sends every form of payload through Postgres,
+// including ones that must be refused, on one stream that must survive.
+func TestPayloadContract(t *testing.T) {
+	load(t, site("broker "+servers.PG(t).URL()))
+	conn := pgConn(t)
+	c := subscribe(t, "/events/Orders")
+	notify := func(payload string) { pgExec(t, conn, `SELECT pg_notify('Orders', $1)`, payload) }
+
+	notify(`{"event":"order","id":"o-1","data":"line one\nline two"}`)
+	if ev := c.next(t); ev != (event{ID: "o-1", Name: "order", Data: "line one\nline two"}) {
+		t.Fatalf("multi-line: %+v", ev)
+	}
+	notify(`{"data":{"id": 42, "items": [1, 2]}}`)
+	if ev := c.next(t); ev.Data != `{"id":42,"items":[1,2]}` || ev.ID == "" {
+		t.Fatalf("json data: %+v (want compact JSON and a relay id)", ev)
+	}
+	notify(`just text`)
+	if ev := c.next(t); ev.Data != "just text" || ev.Name != "" {
+		t.Fatalf("raw: %+v", ev)
+	}
+	// Refused: event or id that would inject fields. The stream stays up.
+	notify(`{"event":"x\nid: 666","data":"evil"}`)
+	notify(`{"id":"1\r\ndata: evil","data":"evil"}`)
+	notify(`{"event":"after","data":"still here"}`)
+	if ev := c.next(t); ev.Name != "after" || ev.Data != "still here" {
+		t.Fatalf("after refused payloads: %+v", ev)
+	}
+	if c.sawLine("id: 666") || c.sawLine("data: evil") {
+		t.Fatal("a refused payload reached the stream")
+	}
+	// The seeds' unquoted NOTIFY folds to "orders"; /events/Orders gets it.
+	pgExec(t, conn, `NOTIFY Orders, '{"event":"seed","data":"folded"}'`)
+	if ev := c.next(t); ev.Name != "seed" || ev.Data != "folded" {
+		t.Fatalf("unquoted NOTIFY: %+v", ev)
+	}
+	notify(`{"comment":"only a comment","retry":1500}`)
+	notify(`last`)
+	if ev := c.next(t); ev.Data != "last" {
+		t.Fatalf("got %+v", ev)
+	}
+	if !c.sawLine(": only a comment") || !c.sawLine("retry: 1500") {
+		t.Fatal("comment or retry line missing")
+	}
+}
+
+func TestStreamHeadersAndRetry(t *testing.T) {
+	load(t, site("retry 2500ms\nheartbeat 200ms"))
+	c := subscribe(t, "/events/h")
+	h := c.resp.Header
+	if h.Get("Content-Type") != "text/event-stream" || h.Get("Cache-Control") != "no-cache, no-transform" || h.Get("X-Accel-Buffering") != "no" {
+		t.Fatalf("headers %v", h)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if !c.sawLine("retry: 2500") {
+		t.Fatal("no retry line")
+	}
+	c.mu.Lock()
+	beats := 0
+	for _, l := range c.lines {
+		if l == ":" {
+			beats++
+		}
+	}
+	c.mu.Unlock()
+	if beats < 2 {
+		t.Fatalf("%d heartbeats in 600ms at 200ms, want at least 2", beats)
+	}
+}
+
+// TestSlowSubscriberCutOff has one client that never reads. It is cut off
+// while a reading client gets every event promptly.
+func TestSlowSubscriberCutOff(t *testing.T) {
+	load(t, site("publish_key k\nbuffer 32\nwrite_timeout 1s"))
+	slow := rawConn(t, "/events/big")
+	fast := subscribe(t, "/events/big")
+	time.Sleep(200 * time.Millisecond) // let the raw request subscribe
+	payload := strings.Repeat("x", 60<<10)
+	const n = 300
+	got := make(chan time.Duration, n)
+	go func() {
+		defer close(got)
+		for i := 0; i < n; i++ {
+			start := time.Now()
+			select {
+			case ev, ok := <-fast.events:
+				if !ok {
+					t.Errorf("fast client's stream ended after %d events", i)
+					return
+				}
+				if len(ev.Data) != len(payload) {
+					t.Errorf("event %d has %d bytes", i, len(ev.Data))
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("fast client: no event %d within 10s", i)
+				return
+			}
+			got <- time.Since(start)
+		}
+	}()
+	for i := 0; i < n; i++ {
+		if code, _, body := do(t, "POST", "/events/big", payload, "Authorization", "Bearer k"); code != 202 {
+			t.Fatalf("publish %d: %d %s", i, code, body)
+		}
+	}
+	var worst time.Duration
+	count := 0
+	for d := range got {
+		count++
+		worst = max(worst, d)
+	}
+	if count != n {
+		t.Fatalf("fast client got %d of %d", count, n)
+	}
+	if worst > 2*time.Second {
+		t.Fatalf("fast client waited %v for an event", worst)
+	}
+	// The slow client's connection is closed by the relay: reading what
+	// the kernel buffered ends in EOF, short of all the events.
+	_ = slow.SetReadDeadline(time.Now().Add(15 * time.Second))
+	b, err := io.ReadAll(slow)
+	if err != nil {
+		t.Fatalf("slow connection not closed: %v after %d bytes", err, len(b))
+	}
+	if frames := strings.Count(string(b), "\ndata: "); frames >= n {
+		t.Fatalf("slow client got all %d events; it should have been cut off", frames)
+	}
+	t.Logf("fast client: %d events, worst wait %v; slow client cut off", count, worst)
+	if _, body := adminGet(t, "/metrics"); !regexp.MustCompile(`(?m)^caddy_sse_relay_subscribers_dropped_total\{reason="slow"\} [1-9]`).MatchString(body) {
+		t.Fatal("/metrics does not count the slow subscriber")
+	}
+}
+
+func TestConnectionLimits(t *testing.T) {
+	load(t, site("max_connections 3\nmax_connections_per_ip 2"))
+	waitStreams(t, 0)
+	a := subscribe(t, "/events/a")
+	b := subscribe(t, "/events/a")
+	code, hdr, _ := do(t, "GET", "/events/a", "")
+	if code != 429 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("third stream from one IP: %d %v, want 429 with Retry-After", code, hdr)
+	}
+	a.Close()
+	waitStreams(t, 1)
+	c := subscribe(t, "/events/a") // released
+	// The limits count per node and broker, across configs: let the
+	// first part's streams go before the second.
+	b.Close()
+	c.Close()
+	waitStreams(t, 0)
+	load(t, site("max_connections 2\nmax_connections_per_ip 10"))
+	subscribe(t, "/events/b")
+	subscribe(t, "/events/b")
+	time.Sleep(100 * time.Millisecond)
+	if code, hdr, _ := do(t, "GET", "/events/b", ""); code != 503 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("over max_connections: %d %v, want 503 with Retry-After", code, hdr)
+	}
+}
+
+// TestStreamOnClosedRelayIs503: a request that races the last Cleanup of
+// its relay (the hub is closed) is told to come back, and gives its
+// connection slot back. No Caddy config can hold the race open, so the
+// handler is driven directly.
+func TestStreamOnClosedRelayIs503(t *testing.T) {
+	b, err := broker.Open("memory://", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := hub.New(b, hub.Options{})
+	b.Start(hb)
+	hb.Close()
+	h := &Handler{MaxChannels: 4, Buffer: 4, MaxConnections: 1, MaxConnectionsPerIP: 1, logger: zap.NewNop(),
+		relay: &relay{broker: b, hub: hb, perIP: map[string]int{}}, rules: channelRules{max: 4, limits: b.Limits()}}
+	for range 2 { // the second one proves the slot was released
+		w := httptest.NewRecorder()
+		if err := h.serveSubscribe(w, httptest.NewRequest(http.MethodGet, "/events/a", nil)); err != nil {
+			t.Fatal(err)
+		}
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+			t.Fatalf("stream on a closed relay: %d %v, want 503 with Retry-After", w.Code, w.Header())
+		}
+	}
+}
+
+// TestTakeOverBehindLogAndEncode: with an access log and `encode` around
+// the handler, as production sites have, HTTP/1.1 streams are still taken
+// over from the raw connection: no stream gets a reading goroutine (the
+// epoll watcher sees the socket), the access log records the 200, nothing
+// races on the log's byte count (-race), and encode leaves the stream
+// uncompressed (Cache-Control: no-transform).
+func TestTakeOverBehindLogAndEncode(t *testing.T) {
+	load(t, `http://localhost:9080 {
+	log {
+		output discard
+	}
+	encode zstd gzip
+	sse_relay /events/* {
+		publish_key k
+	}
+}
+`)
+	var streams []*sseClient
+	for i := 0; i < 50; i++ {
+		streams = append(streams, subscribe(t, "/events/wrapped", "Accept-Encoding", "gzip, zstd"))
+	}
+	for _, c := range streams {
+		if enc := c.resp.Header.Get("Content-Encoding"); enc != "" {
+			t.Fatalf("the stream is encoded: %s", enc)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		do(t, "POST", "/events/wrapped", "event "+strconv.Itoa(i), "Authorization", "Bearer k")
+	}
+	for _, c := range streams {
+		for i := 0; i < 20; i++ {
+			if ev := c.next(t); ev.Data != "event "+strconv.Itoa(i) {
+				t.Fatalf("got %+v, want event %d", ev, i)
+			}
+		}
+	}
+	var prof strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&prof, 1)
+	if strings.Contains(prof.String(), "readUntilClosed") {
+		t.Fatal("streams have reading goroutines: the hang-up watcher did not get their sockets")
+	}
+}
