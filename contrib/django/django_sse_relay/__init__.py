@@ -7,6 +7,9 @@ On Postgres (the default) this runs ``SELECT pg_notify(%s, %s)`` on Django's own
 connection once the surrounding transaction commits, so a rolled-back change is
 never announced. With ``SSE_RELAY_BACKEND = "redis"`` it publishes to
 ``SSE_RELAY_REDIS_URL`` instead, also after commit.
+
+Django is imported where it is used, not here: importing the package, as a
+service that only mints tokens does, needs neither Django nor its settings.
 """
 import base64
 import hashlib
@@ -14,9 +17,6 @@ import hmac
 import json
 import time
 import unicodedata
-
-from django.conf import settings
-from django.db import connections, transaction
 
 __all__ = ["notify", "payload", "subscriber_token", "check_channel", "MAX_PAYLOAD"]
 
@@ -28,8 +28,13 @@ MAX_CHANNEL = {"postgres": 63, "redis": 255}
 _FORBIDDEN = set("\"';\\,")
 
 
+def _setting(name, default):
+    from django.conf import settings
+    return getattr(settings, name, default)
+
+
 def _backend():
-    backend = getattr(settings, "SSE_RELAY_BACKEND", "postgres")
+    backend = _setting("SSE_RELAY_BACKEND", "postgres")
     if backend not in MAX_PAYLOAD:
         raise ValueError("SSE_RELAY_BACKEND must be 'postgres' or 'redis', not %r" % (backend,))
     return backend
@@ -78,6 +83,8 @@ def notify(channel, data=None, *, event=None, id=None, retry=None, using="defaul
             "payload is %d bytes; %s carries at most %d: send a key and let the page fetch the rest"
             % (size, backend, MAX_PAYLOAD[backend]))
 
+    from django.db import connections, transaction
+
     def send():
         if backend == "redis":
             _redis().publish(channel, body)
@@ -101,7 +108,7 @@ def _redis():
             import redis
         except ImportError:
             raise ImportError("SSE_RELAY_BACKEND = 'redis' needs the redis package: pip install 'django-sse-relay[redis]'")
-        _redis_client = redis.Redis.from_url(getattr(settings, "SSE_RELAY_REDIS_URL", "redis://localhost:6379/0"))
+        _redis_client = redis.Redis.from_url(_setting("SSE_RELAY_REDIS_URL", "redis://localhost:6379/0"))
     return _redis_client
 
 
@@ -111,7 +118,7 @@ def _b64(raw):
 
 def subscriber_token(channels, ttl=3600, *, publish=None, secret=None):
     """An HS256 token for a handler with jwt_secret: channels (exact or * globs) for ttl seconds."""
-    secret = secret or getattr(settings, "SSE_RELAY_JWT_SECRET", "")
+    secret = secret or _setting("SSE_RELAY_JWT_SECRET", "")
     if len(secret.encode()) < 32:
         raise ValueError("SSE_RELAY_JWT_SECRET must be at least 32 bytes, as the relay's jwt_secret")
     claims = {"channels": list(channels), "exp": int(time.time()) + int(ttl)}
@@ -128,7 +135,7 @@ def sse_url(*channels, token=False, ttl=3600):
     from urllib.parse import quote, urlencode
     for c in channels:
         check_channel(c)
-    prefix = getattr(settings, "SSE_RELAY_URL_PREFIX", "/events/")
+    prefix = _setting("SSE_RELAY_URL_PREFIX", "/events/")
     if len(channels) == 1:
         url = prefix + quote(channels[0], safe="")
         query = {}

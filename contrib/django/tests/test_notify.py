@@ -15,7 +15,18 @@ from django.test.utils import override_settings
 
 import django_sse_relay
 from django_sse_relay import check_channel, notify, payload, subscriber_token
+from tests import run_without_django
 from tests.testapp.models import Order
+
+
+class ImportTests(unittest.TestCase):
+    def test_package_imports_without_django(self):
+        """A service that only mints tokens or reads the limits need not have Django."""
+        out = run_without_django(
+            "import django_sse_relay as r\n"
+            "print(r.MAX_CHANNEL['postgres'], len(r.subscriber_token(['a'], secret='s' * 32).split('.')))")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.split(), ["63", "3"])
 
 
 class PayloadTests(unittest.TestCase):
