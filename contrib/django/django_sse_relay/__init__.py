@@ -9,13 +9,10 @@ never announced. With ``SSE_RELAY_BACKEND = "redis"`` it publishes to
 ``SSE_RELAY_REDIS_URL`` instead, also after commit.
 
 Django is imported where it is used, not here: importing the package, as a
-service that only mints tokens does, needs neither Django nor its settings.
+service that only mints tokens does (see django_sse_relay.tokens), needs
+neither Django nor its settings.
 """
-import base64
-import hashlib
-import hmac
 import json
-import time
 import unicodedata
 
 __all__ = ["notify", "payload", "subscriber_token", "check_channel", "MAX_PAYLOAD"]
@@ -112,22 +109,20 @@ def _redis():
     return _redis_client
 
 
-def _b64(raw):
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
 def subscriber_token(channels, ttl=3600, *, publish=None, secret=None):
-    """An HS256 token for a handler with jwt_secret: channels (exact or * globs) for ttl seconds."""
-    secret = secret or _setting("SSE_RELAY_JWT_SECRET", "")
-    if len(secret.encode()) < 32:
-        raise ValueError("SSE_RELAY_JWT_SECRET must be at least 32 bytes, as the relay's jwt_secret")
-    claims = {"channels": list(channels), "exp": int(time.time()) + int(ttl)}
-    if publish:
-        claims["publish"] = list(publish)
-    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
-    signature = hmac.new(secret.encode(), (header + "." + body).encode("ascii"), hashlib.sha256).digest()
-    return header + "." + body + "." + _b64(signature)
+    """An HS256 token for a handler with jwt_secret: channels (exact or * globs) for ttl seconds.
+
+    The secret is settings.SSE_RELAY_JWT_SECRET unless passed; without Django,
+    use django_sse_relay.tokens.subscriber_token, which this calls.
+    """
+    # Imported here rather than at the top so that `python3 -m
+    # django_sse_relay.tokens` does not find the module already imported.
+    from django_sse_relay import tokens
+    if secret is None:
+        secret = _setting("SSE_RELAY_JWT_SECRET", "")
+        if len(secret.encode()) < tokens.MIN_SECRET:
+            raise ValueError("SSE_RELAY_JWT_SECRET must be at least %d bytes, as the relay's jwt_secret" % tokens.MIN_SECRET)
+    return tokens.subscriber_token(channels, ttl, publish=publish, secret=secret)
 
 
 def sse_url(*channels, token=False, ttl=3600):
