@@ -18,16 +18,16 @@ func TestCLI(t *testing.T) {
 		if err != nil {
 			t.Fatalf("notify: %v\n%s", err, out)
 		}
-		if d, err := s.nextData(10 * time.Second); err != nil || d != "from the CLI" {
-			t.Fatalf("%s: got %q, %v", url, d, err)
+		if ev, err := s.Next(10 * time.Second); err != nil || ev.Data != "from the CLI" {
+			t.Fatalf("%s: got %q, %v", url, ev.Data, err)
 		}
 		cmd := exec.Command(caddyBin, "sse-relay", "notify", "--broker", url, "--channel", "cli", "--data", "-")
 		cmd.Stdin = strings.NewReader("from stdin\n")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("notify --data -: %v\n%s", err, out)
 		}
-		if d, err := s.nextData(10 * time.Second); err != nil || d != "from stdin" {
-			t.Fatalf("%s: got %q, %v", url, d, err)
+		if ev, err := s.Next(10 * time.Second); err != nil || ev.Data != "from stdin" {
+			t.Fatalf("%s: got %q, %v", url, ev.Data, err)
 		}
 	}
 	if out, err := exec.Command(caddyBin, "sse-relay", "notify", "--broker", servers.PG(t).URL(), "--channel", "a;b", "--data", "x").CombinedOutput(); err == nil {
@@ -43,7 +43,7 @@ func TestCLI(t *testing.T) {
 	tok := strings.TrimSpace(string(out))
 	s := openMany(t, n.base+"/events/user.42?token="+tok, 1)[0]
 	_ = s
-	if _, err := open(n.base + "/events/user.43?token=" + tok); err == nil || !strings.Contains(err.Error(), "403") {
+	if _, err := open(n.base+"/events/user.43?token="+tok, nil); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("token for another channel: %v", err)
 	}
 }

@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	cryptotls "crypto/tls"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sse-relay/caddy-sse-relay/internal/sseclient"
 	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
 )
 
@@ -191,57 +191,25 @@ func startNodeWith(t *testing.T, global, site string, tls bool) *node {
 	}
 }
 
-// stream is an open SSE response.
-type stream struct {
-	resp *http.Response
-	rd   *bufio.Reader
-}
-
 var transport = &http.Transport{MaxIdleConnsPerHost: -1, DisableCompression: true, ResponseHeaderTimeout: 20 * time.Second}
 
-func open(url string) (*stream, error) {
-	resp, err := (&http.Client{Transport: transport}).Get(url)
+// open opens a stream with more request headers, if any, and fails unless
+// its status is 200.
+func open(url string, header http.Header) (*sseclient.Stream, error) {
+	s, err := sseclient.Open(&http.Client{Transport: transport}, url, header)
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != 200 {
-		resp.Body.Close()
-		return nil, fmt.Errorf("GET %s: %d", url, resp.StatusCode)
+	if s.Response.StatusCode != 200 {
+		s.Close()
+		return nil, fmt.Errorf("GET %s: %d", url, s.Response.StatusCode)
 	}
-	return &stream{resp: resp, rd: bufio.NewReader(resp.Body)}, nil
+	return s, nil
 }
 
-// nextData returns the data of the next event.
-func (s *stream) nextData(timeout time.Duration) (string, error) {
-	type result struct {
-		data string
-		err  error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		for {
-			line, err := s.rd.ReadString('\n')
-			if err != nil {
-				ch <- result{err: err}
-				return
-			}
-			if d, ok := strings.CutPrefix(line, "data: "); ok {
-				ch <- result{data: strings.TrimSuffix(d, "\n")}
-				return
-			}
-		}
-	}()
-	select {
-	case r := <-ch:
-		return r.data, r.err
-	case <-time.After(timeout):
-		return "", fmt.Errorf("no event in %v", timeout)
-	}
-}
-
-func openMany(t *testing.T, url string, n int) []*stream {
+func openMany(t *testing.T, url string, n int) []*sseclient.Stream {
 	t.Helper()
-	streams := make([]*stream, n)
+	streams := make([]*sseclient.Stream, n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
@@ -252,7 +220,7 @@ func openMany(t *testing.T, url string, n int) []*stream {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			s, err := open(url)
+			s, err := open(url, nil)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && firstErr == nil {
@@ -268,7 +236,7 @@ func openMany(t *testing.T, url string, n int) []*stream {
 	t.Cleanup(func() {
 		for _, s := range streams {
 			if s != nil {
-				s.resp.Body.Close()
+				s.Close()
 			}
 		}
 	})
@@ -305,7 +273,7 @@ func TestStopWith2000Streams(t *testing.T) {
 			}
 			took := waitExit(t, n, 3*time.Second, how, start)
 			// Every stream was ended by the relay.
-			if _, err := streams[0].nextData(2 * time.Second); err == nil {
+			if _, err := streams[0].Next(2 * time.Second); err == nil {
 				t.Fatal("a stream is still open")
 			}
 			t.Logf("%s with %d streams open: exited in %v", how, len(streams), took.Round(time.Millisecond))
@@ -361,8 +329,8 @@ func TestTwoNodesOneBroker(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, s := range append(sa, sc...) {
-				if d, err := s.nextData(10 * time.Second); err != nil || d != "to every node" {
-					t.Fatalf("got %q, %v", d, err)
+				if ev, err := s.Next(10 * time.Second); err != nil || ev.Data != "to every node" {
+					t.Fatalf("got %q, %v", ev.Data, err)
 				}
 			}
 			if n, err := b.conns(); err != nil || n != 2 {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"net/http"
 	"os"
 	"regexp"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/sse-relay/caddy-sse-relay/internal/sseclient"
 )
 
 // TestTokensNeverLogged runs a node at debug level with an access log
@@ -52,8 +53,8 @@ sse_relay /events/* {
 
 	url := n.base + "/events/user.42"
 	withQuery := openMany(t, url+"?token="+query, 1)[0]
-	withHeader := openAuthorized(t, url, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+header) })
-	withCookie := openAuthorized(t, url, func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "sse_token", Value: cookie}) })
+	withHeader := openAuthorized(t, url, http.Header{"Authorization": {"Bearer " + header}})
+	withCookie := openAuthorized(t, url, http.Header{"Cookie": {"sse_token=" + cookie}})
 	for _, c := range []struct {
 		method, url, auth string
 		want              int
@@ -81,11 +82,11 @@ sse_relay /events/* {
 			t.Fatalf("%s %s with %q: %d, want %d", c.method, c.url, c.auth, resp.StatusCode, c.want)
 		}
 	}
-	for _, s := range []*stream{withQuery, withHeader, withCookie} {
-		if d, err := s.nextData(10 * time.Second); err != nil || d != "hello" {
-			t.Fatalf("stream got %q, %v", d, err)
+	for _, s := range []*sseclient.Stream{withQuery, withHeader, withCookie} {
+		if ev, err := s.Next(10 * time.Second); err != nil || ev.Data != "hello" {
+			t.Fatalf("stream got %q, %v", ev.Data, err)
 		}
-		s.resp.Body.Close()
+		s.Close()
 	}
 	waitStreams(t, n, 0)
 	_ = n.cmd.Process.Signal(os.Interrupt)
@@ -121,20 +122,14 @@ sse_relay /events/* {
 	}
 }
 
-// openAuthorized opens a stream with a request that set changes.
-func openAuthorized(t *testing.T, url string, set func(*http.Request)) *stream {
+// openAuthorized opens a stream with a request that carries header.
+func openAuthorized(t *testing.T, url string, header http.Header) *sseclient.Stream {
 	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	set(req)
-	resp, err := (&http.Client{Transport: transport}).Do(req)
+	// The 200 goes out once the channel is listened to.
+	s, err := open(url, header)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != 200 {
-		resp.Body.Close()
-		t.Fatalf("GET %s: %d", url, resp.StatusCode)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	// The 200 goes out once the channel is listened to.
-	return &stream{resp: resp, rd: bufio.NewReader(resp.Body)}
+	t.Cleanup(s.Close)
+	return s
 }

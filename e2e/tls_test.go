@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/sse-relay/caddy-sse-relay/internal/sseclient"
 	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
 )
 
@@ -49,36 +49,35 @@ func TestTLSStreams(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			client := &http.Client{Transport: c.tr}
 			defer c.tr.CloseIdleConnections()
-			resp, err := client.Get(n.base + "/events/tls")
+			s, err := sseclient.Open(client, n.base+"/events/tls", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer resp.Body.Close()
-			if resp.StatusCode != 200 || resp.ProtoMajor != c.major || resp.Header.Get("Content-Type") != "text/event-stream" {
+			defer s.Close()
+			if resp := s.Response; resp.StatusCode != 200 || resp.ProtoMajor != c.major || resp.Header.Get("Content-Type") != "text/event-stream" {
 				t.Fatalf("%s %d %v", resp.Proto, resp.StatusCode, resp.Header)
 			}
-			rd := bufio.NewReader(resp.Body)
 
 			publish(t, client, n.base+"/events/tls", "over "+c.name)
-			if d, err := nextDataFrom(rd, 10*time.Second); err != nil || d != "over "+c.name {
-				t.Fatalf("got %q, %v", d, err)
+			if ev, err := s.Next(10 * time.Second); err != nil || ev.Data != "over "+c.name {
+				t.Fatalf("got %q, %v", ev.Data, err)
 			}
 
 			// A reload ends the stream within the close window.
 			start := time.Now()
 			n.reload(t, tlsSite(fmt.Sprintf("%ds", 16+c.major)))
-			if _, err := nextDataFrom(rd, 10*time.Second); err != io.EOF && err != io.ErrUnexpectedEOF {
+			if _, err := s.Next(10 * time.Second); err != io.EOF && err != io.ErrUnexpectedEOF {
 				t.Fatalf("after a reload: %v, want the stream to end", err)
 			}
 			t.Logf("%s: stream ended %v after the reload began", c.name, time.Since(start).Round(time.Millisecond))
 
 			// A client that leaves frees its stream.
-			again, err := client.Get(n.base + "/events/tls")
+			again, err := sseclient.Open(client, n.base+"/events/tls", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			waitStreams(t, n, 1)
-			again.Body.Close()
+			again.Close()
 			waitStreams(t, n, 0)
 		})
 	}
@@ -96,12 +95,6 @@ func publish(t *testing.T, client *http.Client, url, body string) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("publish: %d", resp.StatusCode)
 	}
-}
-
-// nextDataFrom returns the data of the next event on rd.
-func nextDataFrom(rd *bufio.Reader, timeout time.Duration) (string, error) {
-	s := &stream{rd: rd}
-	return s.nextData(timeout)
 }
 
 // waitStreams waits until the node's stats count want open streams.
