@@ -145,8 +145,11 @@ func (r *Reader) NextData() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if name, value := field(line); string(name) == "data" {
-			return value, nil
+		// The name first, so that other lines cost no search for a colon.
+		if len(line) >= 4 && string(line[:4]) == "data" {
+			if name, value := field(line); len(name) == 4 {
+				return value, nil
+			}
 		}
 	}
 }

@@ -183,3 +183,33 @@ func (e *endless) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// BenchmarkNextData compares the load tool's reader with the bare
+// bufio.Reader.ReadSlice loop it replaced.
+func BenchmarkNextData(b *testing.B) {
+	const stream = "data: 17 1700000000000000000\n\n: heartbeat\n"
+	b.Run("NextData", func(b *testing.B) {
+		r := NewReader(bufio.NewReaderSize(&endless{s: stream}, 4096))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := r.NextData(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ReadSlice", func(b *testing.B) {
+		br := bufio.NewReaderSize(&endless{s: stream}, 4096)
+		b.ReportAllocs()
+		for b.Loop() {
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(line) > 6 && string(line[:6]) == "data: " {
+					break
+				}
+			}
+		}
+	})
+}
