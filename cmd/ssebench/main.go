@@ -23,6 +23,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sse-relay/caddy-sse-relay/internal/sseclient"
 )
 
 // config is one load run.
@@ -229,8 +231,9 @@ func (l *load) subscribe(ctx context.Context, i int, ready chan<- error) error {
 		conn.Close()
 		return fmt.Errorf("GET %s: %s", l.c.Target, resp.Status)
 	}
-	lines := bufio.NewReaderSize(resp.Body, 4096)     // chunked decoding is net/http's
-	if _, err := lines.ReadString('\n'); err != nil { // ": ok"
+	// Chunked decoding is net/http's; the first line is the relay's ": ok".
+	events := sseclient.NewReader(bufio.NewReaderSize(resp.Body, 4096))
+	if _, err := events.Line(); err != nil {
 		conn.Close()
 		return err
 	}
@@ -240,13 +243,11 @@ func (l *load) subscribe(ctx context.Context, i int, ready chan<- error) error {
 	go func() {
 		defer conn.Close()
 		for {
-			line, err := lines.ReadSlice('\n')
+			data, err := events.NextData()
 			if err != nil {
 				return
 			}
-			if len(line) > 6 && string(line[:6]) == "data: " {
-				l.record(&s, line[6:len(line)-1])
-			}
+			l.record(&s, data)
 		}
 	}()
 	return nil
