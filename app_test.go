@@ -132,7 +132,7 @@ func fanOut(t *testing.T, publish func(channel, payload string), during func()) 
 			go func() {
 				defer wg.Done()
 				c, err := trySubscribe("/events/" + ch)
-				if err != nil || c.resp.StatusCode != 200 {
+				if err != nil || c.Response.StatusCode != 200 {
 					t.Errorf("subscribe %s: %v", ch, err)
 					return
 				}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/sse-relay/caddy-sse-relay/internal/sseclient"
 	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
 )
 
@@ -87,12 +89,10 @@ func TestJWTSubscribers(t *testing.T) {
 	// The stream ends when the token expires.
 	short := hsToken(t, jwt.MapClaims{"channels": []string{"user.42"}, "exp": expiresIn(2 * time.Second)})
 	s := subscribe(t, "/events/user.42?token="+short)
-	select {
-	case _, ok := <-s.events:
-		if ok {
-			t.Fatal("unexpected event")
-		}
-	case <-time.After(5 * time.Second):
+	switch _, err := s.Next(5 * time.Second); {
+	case err == nil:
+		t.Fatal("unexpected event")
+	case errors.Is(err, sseclient.ErrTimeout):
 		t.Fatal("stream outlived its token")
 	}
 }
@@ -213,13 +213,16 @@ func TestJWTECAndEd25519Keys(t *testing.T) {
 	}
 }
 
-// TestPythonMintedToken runs the stdlib-only minting function from the
-// docs and uses its token.
+// TestPythonMintedToken mints with the one Python minter, the Django
+// package's standard-library-only django_sse_relay.tokens, and uses its
+// token.
 func TestPythonMintedToken(t *testing.T) {
 	load(t, site("jwt_secret "+testSecret))
-	out, err := exec.Command("python3", "docs/sse_relay_token.py", testSecret, "user.42,tenant.7.*", "60").Output()
+	cmd := exec.Command("python3", "-m", "django_sse_relay.tokens", testSecret, "user.42,tenant.7.*", "60")
+	cmd.Env = append(os.Environ(), "PYTHONPATH=contrib/django")
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("python3 docs/sse_relay_token.py: %v", err)
+		t.Fatalf("python3 -m django_sse_relay.tokens: %v", err)
 	}
 	tok := strings.TrimSpace(string(out))
 	s := subscribe(t, "/events/tenant.7.orders?token="+tok)

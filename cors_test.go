@@ -23,7 +23,7 @@ func TestCORS(t *testing.T) {
 		t.Fatalf("preflight from a refused origin: %d", code)
 	}
 	c := subscribe(t, "/events/a", "Origin", "https://tenant.example.org")
-	h := c.resp.Header
+	h := c.Response.Header
 	if h.Get("Access-Control-Allow-Origin") != "https://tenant.example.org" || h.Get("Access-Control-Allow-Credentials") != "true" || !strings.Contains(h.Get("Vary"), "Origin") {
 		t.Fatalf("stream CORS headers %v", h)
 	}
@@ -61,11 +61,11 @@ func TestSameOriginBehindTLSProxy(t *testing.T) {
 func TestStarOriginAllowsAny(t *testing.T) {
 	load(t, site("allowed_origins * https://app.example.com"))
 	c := subscribe(t, "/events/a", "Origin", "https://anything.test")
-	if h := c.resp.Header; h.Get("Access-Control-Allow-Origin") != "*" || h.Get("Access-Control-Allow-Credentials") != "" {
+	if h := c.Response.Header; h.Get("Access-Control-Allow-Origin") != "*" || h.Get("Access-Control-Allow-Credentials") != "" {
 		t.Fatalf("any origin: headers %v", h)
 	}
 	c = subscribe(t, "/events/a", "Origin", "https://app.example.com")
-	if h := c.resp.Header; h.Get("Access-Control-Allow-Origin") != "https://app.example.com" || h.Get("Access-Control-Allow-Credentials") != "true" {
+	if h := c.Response.Header; h.Get("Access-Control-Allow-Origin") != "https://app.example.com" || h.Get("Access-Control-Allow-Credentials") != "true" {
 		t.Fatalf("listed origin: headers %v", h)
 	}
 }

@@ -40,7 +40,7 @@ func (r *resumer) run(ctx context.Context, opened *sync.WaitGroup) {
 			opened.Done()
 			first = false
 		}
-		if err != nil || c.resp.StatusCode != 200 {
+		if err != nil || c.Response.StatusCode != 200 {
 			if c != nil {
 				c.Close()
 			}
@@ -48,7 +48,11 @@ func (r *resumer) run(ctx context.Context, opened *sync.WaitGroup) {
 			continue
 		}
 		stop := context.AfterFunc(ctx, c.Close)
-		for ev := range c.events {
+		for {
+			ev, err := c.Next(0)
+			if err != nil {
+				break
+			}
 			r.mu.Lock()
 			if ev.Name == hub.ResetEvent {
 				r.resets++
@@ -187,7 +191,7 @@ func TestStreamsLeaveNothingBehind(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				c, err := trySubscribe(fmt.Sprintf("/events/leak%d", i%50))
-				if err != nil || c.resp.StatusCode != 200 {
+				if err != nil || c.Response.StatusCode != 200 {
 					failed.Add(1)
 					return
 				}
@@ -204,12 +208,12 @@ func TestStreamsLeaveNothingBehind(t *testing.T) {
 		}
 	}
 	round(1000)
-	streamTransport.CloseIdleConnections()
+	streamClient.CloseIdleConnections()
 	g0, h0 := settle()
 	for i := 0; i < 10; i++ {
 		round(1000)
 	}
-	streamTransport.CloseIdleConnections()
+	streamClient.CloseIdleConnections()
 	var g1 int
 	var h1 uint64
 	deadline := time.Now().Add(10 * time.Second)

@@ -1,14 +1,12 @@
 package sserelay
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sse-relay/caddy-sse-relay/internal/sseclient"
 	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
 )
 
@@ -71,21 +70,13 @@ func site(lines string) string {
 }
 
 // event is one parsed SSE event.
-type event struct {
-	ID, Name, Data string
-}
+type event = sseclient.Event
 
-// sseClient is a raw SSE reader.
-type sseClient struct {
-	resp   *http.Response
-	events chan event
-	errc   chan error
-	cancel context.CancelFunc
-	mu     sync.Mutex
-	lines  []string // every line, comments included
-}
+// sseClient is a stream on the test Caddy, read by the one SSE test
+// client (internal/sseclient), with test-failing helpers.
+type sseClient struct{ *sseclient.Stream }
 
-var streamTransport = &http.Transport{MaxIdleConnsPerHost: -1, DisableCompression: true, MaxConnsPerHost: 0}
+var streamClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableCompression: true}}
 
 // subscribe opens a stream and returns once the headers are in.
 func subscribe(t testing.TB, path string, header ...string) *sseClient {
@@ -95,107 +86,41 @@ func subscribe(t testing.TB, path string, header ...string) *sseClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	if c.resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: status %d", path, c.resp.StatusCode)
+	if c.Response.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: status %d", path, c.Response.StatusCode)
 	}
 	return c
 }
 
+// trySubscribe opens a stream; a status other than 200 is no error.
 func trySubscribe(path string, header ...string) (*sseClient, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	h := http.Header{}
 	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
+		h.Set(header[i], header[i+1])
 	}
-	resp, err := (&http.Client{Transport: streamTransport}).Do(req)
+	s, err := sseclient.Open(streamClient, base+path, h)
 	if err != nil {
-		cancel()
 		return nil, err
 	}
-	c := &sseClient{resp: resp, events: make(chan event, 10000), errc: make(chan error, 1), cancel: cancel}
-	if resp.StatusCode == http.StatusOK {
-		go c.read()
-	}
-	return c, nil
-}
-
-func (c *sseClient) read() {
-	r := bufio.NewReader(c.resp.Body)
-	var ev event
-	var data []string
-	has := false
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			c.errc <- err
-			close(c.events)
-			return
-		}
-		line = strings.TrimSuffix(line, "\n")
-		c.mu.Lock()
-		c.lines = append(c.lines, line)
-		c.mu.Unlock()
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch {
-		case line == "":
-			if has {
-				ev.Data = strings.Join(data, "\n")
-				c.events <- ev
-			}
-			ev, data, has = event{}, nil, false
-		case field == "":
-		case field == "data":
-			data, has = append(data, value), true
-		case field == "id":
-			ev.ID = value
-		case field == "event":
-			ev.Name = value
-		}
-	}
+	return &sseClient{s}, nil
 }
 
 // next waits for the next event.
 func (c *sseClient) next(t testing.TB) event {
 	t.Helper()
-	select {
-	case ev, ok := <-c.events:
-		if !ok {
-			t.Fatalf("stream ended: %v", <-c.errc)
-		}
-		return ev
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10s")
+	ev, err := c.Next(10 * time.Second)
+	if err != nil {
+		t.Fatalf("stream: %v", err)
 	}
-	return event{}
+	return ev
 }
 
 // nothing asserts no event arrives within d.
 func (c *sseClient) nothing(t testing.TB, d time.Duration) {
 	t.Helper()
-	select {
-	case ev, ok := <-c.events:
-		if ok {
-			t.Fatalf("unexpected event %+v", ev)
-		}
-	case <-time.After(d):
+	if err := c.Nothing(d); err != nil {
+		t.Fatal(err)
 	}
-}
-
-func (c *sseClient) Close() {
-	c.cancel()
-	c.resp.Body.Close()
-}
-
-func (c *sseClient) sawLine(prefix string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, l := range c.lines {
-		if strings.HasPrefix(l, prefix) {
-			return true
-		}
-	}
-	return false
 }
 
 // do sends a request and returns status, headers and body.

@@ -1,6 +1,7 @@
 package sserelay
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/sse-relay/caddy-sse-relay/broker"
 	"github.com/sse-relay/caddy-sse-relay/hub"
+	"github.com/sse-relay/caddy-sse-relay/internal/sseclient"
 )
 
 func idOf(t *testing.T, c *sseClient) (event, string) {
@@ -140,7 +142,7 @@ func TestPayloadContract(t *testing.T) {
 	if ev := c.next(t); ev.Name != "after" || ev.Data != "still here" {
 		t.Fatalf("after refused payloads: %+v", ev)
 	}
-	if c.sawLine("id: 666") || c.sawLine("data: evil") {
+	if c.SawLine("id: 666") || c.SawLine("data: evil") {
 		t.Fatal("a refused payload reached the stream")
 	}
 	// The seeds' unquoted NOTIFY folds to "orders"; /events/Orders gets it.
@@ -153,7 +155,7 @@ func TestPayloadContract(t *testing.T) {
 	if ev := c.next(t); ev.Data != "last" {
 		t.Fatalf("got %+v", ev)
 	}
-	if !c.sawLine(": only a comment") || !c.sawLine("retry: 1500") {
+	if !c.SawLine(": only a comment") || !c.SawLine("retry: 1500") {
 		t.Fatal("comment or retry line missing")
 	}
 }
@@ -161,22 +163,20 @@ func TestPayloadContract(t *testing.T) {
 func TestStreamHeadersAndRetry(t *testing.T) {
 	load(t, site("retry 2500ms\nheartbeat 200ms"))
 	c := subscribe(t, "/events/h")
-	h := c.resp.Header
+	h := c.Response.Header
 	if h.Get("Content-Type") != "text/event-stream" || h.Get("Cache-Control") != "no-cache, no-transform" || h.Get("X-Accel-Buffering") != "no" {
 		t.Fatalf("headers %v", h)
 	}
 	time.Sleep(600 * time.Millisecond)
-	if !c.sawLine("retry: 2500") {
+	if !c.SawLine("retry: 2500") {
 		t.Fatal("no retry line")
 	}
-	c.mu.Lock()
 	beats := 0
-	for _, l := range c.lines {
+	for _, l := range c.Lines() {
 		if l == ":" {
 			beats++
 		}
 	}
-	c.mu.Unlock()
 	if beats < 2 {
 		t.Fatalf("%d heartbeats in 600ms at 200ms, want at least 2", beats)
 	}
@@ -196,18 +196,16 @@ func TestSlowSubscriberCutOff(t *testing.T) {
 		defer close(got)
 		for i := 0; i < n; i++ {
 			start := time.Now()
-			select {
-			case ev, ok := <-fast.events:
-				if !ok {
-					t.Errorf("fast client's stream ended after %d events", i)
-					return
-				}
-				if len(ev.Data) != len(payload) {
-					t.Errorf("event %d has %d bytes", i, len(ev.Data))
-				}
-			case <-time.After(10 * time.Second):
+			ev, err := fast.Next(10 * time.Second)
+			switch {
+			case errors.Is(err, sseclient.ErrTimeout):
 				t.Errorf("fast client: no event %d within 10s", i)
 				return
+			case err != nil:
+				t.Errorf("fast client's stream ended after %d events: %v", i, err)
+				return
+			case len(ev.Data) != len(payload):
+				t.Errorf("event %d has %d bytes", i, len(ev.Data))
 			}
 			got <- time.Since(start)
 		}
@@ -318,7 +316,7 @@ func TestTakeOverBehindLogAndEncode(t *testing.T) {
 		streams = append(streams, subscribe(t, "/events/wrapped", "Accept-Encoding", "gzip, zstd"))
 	}
 	for _, c := range streams {
-		if enc := c.resp.Header.Get("Content-Encoding"); enc != "" {
+		if enc := c.Response.Header.Get("Content-Encoding"); enc != "" {
 			t.Fatalf("the stream is encoded: %s", enc)
 		}
 	}

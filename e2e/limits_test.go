@@ -12,9 +12,10 @@ import (
 )
 
 // djangoBackends are the brokers django_sse_relay publishes to, by the
-// names its MAX_PAYLOAD and MAX_CHANNEL use.
+// names its MAX_PAYLOAD and MAX_CHANNEL use. Open does not connect, so
+// the URLs need no server behind them.
 func djangoBackends() map[string]string {
-	return map[string]string{"postgres": servers.PG.URL(), "redis": servers.Redis.URL()}
+	return map[string]string{"postgres": "postgres://relay@127.0.0.1:1/app", "redis": "redis://127.0.0.1:1/0"}
 }
 
 // djangoRules is what django_sse_relay says of the brokers: its limits,
