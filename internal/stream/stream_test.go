@@ -148,6 +148,12 @@ func TestServeOpensAndWrites(t *testing.T) {
 		if !strings.Contains(got, "event: e|data: one|") || !strings.Contains(got, "data: two|") {
 			t.Fatalf("events %q", got)
 		}
+		// Written is counted once the write returned, which may be after
+		// the client read it.
+		deadline := time.Now().Add(5 * time.Second)
+		for s.obs.written.Load() != 2 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
 		if n := s.obs.written.Load(); n != 2 {
 			t.Fatalf("written %d frames, want 2", n)
 		}
