@@ -1,10 +1,12 @@
 package sserelay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -63,13 +65,18 @@ type relay struct {
 // loadRelay returns the relay for url and hub options, opening it if no
 // handler has. Handlers share a relay, and so a connection, when their
 // broker URL and hub options match.
-func loadRelay(url string, opts hub.Options, logger *zap.Logger) (*relay, string, error) {
-	key := fmt.Sprintf("%s|replay=%d|linger=%s|replay_max_bytes=%d", url, opts.Replay, opts.Linger, opts.MaxReplayBytes)
+func loadRelay(url string, history broker.History, opts hub.Options, logger *zap.Logger) (*relay, string, error) {
+	key := fmt.Sprintf("%s|replay=%d|linger=%s|replay_max_bytes=%d|history=%d,%s",
+		url, opts.Replay, opts.Linger, opts.MaxReplayBytes, history.Count, history.MaxAge)
 	val, _, err := relays.LoadOrNew(key, func() (caddy.Destructor, error) {
-		b, err := broker.Open(url, logger.Named("broker").With(zap.String("broker", broker.Redact(url))))
+		b, err := broker.Open(url, logger.Named("broker").With(zap.String("broker", broker.Redact(url))), history)
 		if err != nil {
 			return nil, err
 		}
+		if err := checkLog(b); err != nil {
+			return nil, err
+		}
+		opts.Log = b.Log()
 		opts.OnRefused = func(channel string, err error) {
 			metrics.refused.WithLabelValues(refusedReason(err)).Inc()
 			logger.Warn("payload refused", zap.String("channel", channel), zap.Error(err))
@@ -98,7 +105,29 @@ func (c counted) Deliver(channel string, payload []byte) {
 	c.hub.Deliver(channel, payload)
 }
 
+func (c counted) DeliverEntry(e broker.Entry) {
+	c.received.Add(1)
+	c.hub.DeliverEntry(e)
+}
+
 func (c counted) Reset(channels []string, reason string) { c.hub.Reset(channels, reason) }
+
+// checkLog refuses a config whose history has nowhere to go: on Postgres
+// the sse_relay schema must exist. A broker that cannot be reached now is
+// not refused; it may come up after Caddy.
+func checkLog(b broker.Broker) error {
+	log := b.Log()
+	if log == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := log.Check(ctx); errors.Is(err, broker.ErrNoSchema) {
+		_ = b.Close()
+		return fmt.Errorf("history: %w", err)
+	}
+	return nil
+}
 
 // Refusals of admit.
 var (

@@ -37,6 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		heartbeat           <duration>
 //		retry               <duration>
 //		replay              <count>
+//		history             <count> [<max-age>]
 //		replay_max_bytes    <size>
 //		linger              <duration>
 //		max_channels        <count>
@@ -107,6 +108,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var n int
 			n, err = countArg(d, 0)
 			h.Replay = &n
+		case "history":
+			h.History, h.HistoryMaxAge, err = historyArgs(d)
 		case "replay_max_bytes":
 			h.ReplayMaxBytes, err = sizeArg(d)
 		case "max_channels":
@@ -161,6 +164,26 @@ func countArg(d *caddyfile.Dispenser, least int) (int, error) {
 		return 0, d.Errf("%s: want a whole number of at least %d, got %q", name, least, s)
 	}
 	return n, nil
+}
+
+// historyArgs reads `history <count> [<max-age>]`.
+func historyArgs(d *caddyfile.Dispenser) (int, caddy.Duration, error) {
+	args := d.RemainingArgs()
+	if len(args) < 1 || len(args) > 2 {
+		return 0, 0, d.ArgErr()
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 1 {
+		return 0, 0, d.Errf("history: want a whole number of events per channel of at least 1, got %q", args[0])
+	}
+	if len(args) == 1 {
+		return n, 0, nil
+	}
+	age, err := caddy.ParseDuration(args[1])
+	if err != nil || age <= 0 {
+		return 0, 0, d.Errf("history: want a positive max age such as 24h, got %q", args[1])
+	}
+	return n, caddy.Duration(age), nil
 }
 
 // sizeArg reads a byte size such as 64MiB or 1000000.

@@ -90,7 +90,7 @@ func TestDjangoLimitsMatchBrokers(t *testing.T) {
 		}
 	}
 	for name, url := range backends {
-		b, err := broker.Open(url, nil)
+		b, err := broker.Open(url, nil, broker.History{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +132,7 @@ func TestDjangoChannelRuleMatchesRelay(t *testing.T) {
 		if accepts[len(names)] {
 			t.Errorf("%s: django_sse_relay accepts a channel with a comma", backend)
 		}
-		b, err := broker.Open(url, nil)
+		b, err := broker.Open(url, nil, broker.History{})
 		if err != nil {
 			t.Fatal(err)
 		}

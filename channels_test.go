@@ -81,7 +81,7 @@ func FuzzChannels(f *testing.F) {
 	for _, s := range []string{"orders", "a,b", `x"; DROP TABLE t; --`, "a\x00b", "\xff", "tenant.7.*", strings.Repeat("z", 300)} {
 		f.Add(s, "/events/"+s)
 	}
-	mem, _ := broker.Open("memory://", nil)
+	mem, _ := broker.Open("memory://", nil, broker.History{})
 	h := &Handler{MaxChannels: 16, rules: channelRules{max: 16, limits: mem.Limits()}}
 	f.Fuzz(func(t *testing.T, query, path string) {
 		for _, r := range []string{"/events/x?channel=" + url.QueryEscape(query), "/events/" + url.PathEscape(path)} {

@@ -100,7 +100,7 @@ func notify(brokerURL, channel string, payload []byte) error {
 	if strings.HasPrefix(brokerURL, "memory:") {
 		return errors.New("the memory broker lives inside one Caddy process; publish with POST to its sse_relay route instead")
 	}
-	b, err := broker.Open(brokerURL, nil)
+	b, err := broker.Open(brokerURL, nil, broker.History{})
 	if err != nil {
 		return err
 	}
@@ -127,8 +127,9 @@ func notify(brokerURL, channel string, payload []byte) error {
 
 type discard struct{}
 
-func (discard) Deliver(string, []byte) {}
-func (discard) Reset([]string, string) {}
+func (discard) Deliver(string, []byte)    {}
+func (discard) DeliverEntry(broker.Entry) {}
+func (discard) Reset([]string, string)    {}
 
 func tokenCommand() *cobra.Command {
 	var secret string

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/sse-relay/caddy-sse-relay/broker"
 	"github.com/sse-relay/caddy-sse-relay/hub"
 	"github.com/sse-relay/caddy-sse-relay/internal/stream"
 )
@@ -71,6 +72,17 @@ type Handler struct {
 	// Replay is how many events each channel keeps for Last-Event-ID
 	// resumption. Default 1000; 0 turns replay and relay ids off.
 	Replay *int `json:"replay,omitempty"`
+
+	// History keeps up to this many events per channel in the broker's
+	// own engine (a Redis stream per channel; the sse_relay.events table
+	// on Postgres, see `caddy sse-relay schema`), so a client resumes from
+	// its Last-Event-ID on any node, after a restart, and across a broker
+	// outage. Ids are then positions in that log. Default 0: off.
+	History int `json:"history,omitempty"`
+
+	// HistoryMaxAge drops logged events older than this. Default 0: no
+	// age limit, only History's count.
+	HistoryMaxAge caddy.Duration `json:"history_max_age,omitempty"`
 
 	// Linger is how long a channel stays listened after its last
 	// subscriber left, so reconnecting clients miss nothing. Default 30s.
@@ -181,7 +193,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
-	h.relay, h.relayKey, err = loadRelay(h.brokerURL, hub.Options{
+	history := broker.History{Count: h.History, MaxAge: time.Duration(h.HistoryMaxAge)}
+	h.relay, h.relayKey, err = loadRelay(h.brokerURL, history, hub.Options{
 		Replay:         *h.Replay,
 		Linger:         time.Duration(*h.Linger),
 		MaxReplayBytes: h.ReplayMaxBytes,
@@ -277,6 +290,10 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("replay must not be negative, got %d", *h.Replay)
 	case *h.Linger < 0:
 		return errors.New("linger must not be negative")
+	case h.History < 0 || h.HistoryMaxAge < 0:
+		return errors.New("history and history_max_age must not be negative")
+	case h.HistoryMaxAge > 0 && h.History == 0:
+		return errors.New("history_max_age needs history: a count of events to keep per channel")
 	case h.MaxConnections < 0 || h.MaxConnectionsPerIP < 0:
 		return errors.New("max_connections and max_connections_per_ip must not be negative")
 	case h.JWTCookie != "" && h.verifier == nil:

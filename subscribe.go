@@ -66,6 +66,15 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 		s.Done()
 		return nil
 	}
+	// With history, what the client missed since its cursor, read once
+	// the broker listens, so nothing falls between the read and live.
+	if err := sub.CatchUp(r.Context()); err != nil {
+		s.Done()
+		h.logger.Warn("resuming from the event log failed", zap.Strings("channels", channels), zap.Error(err))
+		w.Header().Set("Retry-After", "1")
+		refuse(w, http.StatusServiceUnavailable, "event log unavailable: try again")
+		return nil
+	}
 	h.stream.Serve(w, r, s)
 	return nil
 }

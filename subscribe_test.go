@@ -274,7 +274,7 @@ func TestConnectionLimits(t *testing.T) {
 // connection slot back. No Caddy config can hold the race open, so the
 // handler is driven directly.
 func TestStreamOnClosedRelayIs503(t *testing.T) {
-	b, err := broker.Open("memory://", nil)
+	b, err := broker.Open("memory://", nil, broker.History{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,11 @@ import (
 // Sink receives what the broker reads. The broker's reader calls it from
 // one goroutine; it must not block.
 type Sink interface {
+	// Deliver hands over a payload published straight on channel, which
+	// no log keeps.
 	Deliver(channel string, payload []byte)
+	// DeliverEntry hands over an entry of the log, with history on.
+	DeliverEntry(e Entry)
 	Reset(channels []string, reason string)
 }
 
@@ -46,6 +50,8 @@ type Broker interface {
 	// or none: Postgres runs one statement, Redis one MULTI/EXEC.
 	Publish(ctx context.Context, channels []string, payload []byte) error
 	Limits() Limits
+	// Log is the durable event log, or nil without history.
+	Log() Log
 	// Connected reports whether the connection is up now.
 	Connected() bool
 	// State describes the connection for stats and health checks.
@@ -70,8 +76,9 @@ var (
 	ErrClosed = errors.New("broker closed")
 )
 
-// Open returns a broker for rawURL, not yet started.
-func Open(rawURL string, logger *zap.Logger) (Broker, error) {
+// Open returns a broker for rawURL, not yet started, keeping a log when
+// history is on.
+func Open(rawURL string, logger *zap.Logger, history History) (Broker, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -81,10 +88,13 @@ func Open(rawURL string, logger *zap.Logger) (Broker, error) {
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "postgres", "postgresql":
-		return newPostgres(rawURL, logger)
+		return newPostgres(rawURL, logger, history)
 	case "redis", "rediss":
-		return newRedis(rawURL, logger)
+		return newRedis(rawURL, logger, history)
 	case "memory":
+		if history.On() {
+			return nil, errors.New("history needs a broker that can keep it: postgres:// or redis://, not memory://")
+		}
 		return newMemory(), nil
 	default:
 		return nil, fmt.Errorf("broker URL %q: scheme must be postgres, postgresql, redis, rediss or memory", Redact(rawURL))

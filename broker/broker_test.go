@@ -27,6 +27,7 @@ type recorder struct {
 	mu     sync.Mutex
 	got    []string // "channel payload"
 	resets []string
+	pos    []Position // of the entries, in order
 	notify chan struct{}
 }
 
@@ -35,6 +36,15 @@ func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1000
 func (r *recorder) Deliver(ch string, payload []byte) {
 	r.mu.Lock()
 	r.got = append(r.got, ch+" "+string(payload))
+	r.mu.Unlock()
+	r.notify <- struct{}{}
+}
+
+// DeliverEntry keeps "channel payload" like Deliver, and the position.
+func (r *recorder) DeliverEntry(e Entry) {
+	r.mu.Lock()
+	r.got = append(r.got, e.Channel+" "+string(e.Payload))
+	r.pos = append(r.pos, e.Pos)
 	r.mu.Unlock()
 	r.notify <- struct{}{}
 }
@@ -95,7 +105,7 @@ func open(t *testing.T, url string) (Broker, *recorder) {
 func openLogged(t *testing.T, url string) (Broker, *recorder, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	b, err := Open(url, zap.New(core))
+	b, err := Open(url, zap.New(core), History{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +171,7 @@ func TestOpenSchemeAliases(t *testing.T) {
 	}
 	rec.waitFor(t, "an event over postgresql://", func() bool { return rec.has("alias x") })
 
-	r, err := Open("rediss://redis.example:6380/0", nil)
+	r, err := Open("rediss://redis.example:6380/0", nil, History{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +183,7 @@ func TestOpenSchemeAliases(t *testing.T) {
 
 func TestOpenRejectsUnknownScheme(t *testing.T) {
 	for _, u := range []string{"mysql://x", "nats://localhost", "::bad"} {
-		if _, err := Open(u, nil); err == nil {
+		if _, err := Open(u, nil, History{}); err == nil {
 			t.Errorf("Open(%q) succeeded", u)
 		}
 	}
@@ -374,7 +384,7 @@ func TestWantSetReadyAcrossRelisten(t *testing.T) {
 // miss. (Ready at once is for a broker known to be down.)
 func TestListenWaitsForFirstConnection(t *testing.T) {
 	for _, url := range []string{servers.PG(t).URL(), servers.Redis(t).URL()} {
-		b, err := Open(url, nil)
+		b, err := Open(url, nil, History{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -397,7 +407,7 @@ func TestListenWaitsForFirstConnection(t *testing.T) {
 // failed to provision further on) closes at once.
 func TestCloseWithoutStart(t *testing.T) {
 	for _, url := range []string{servers.PG(t).URL(), servers.Redis(t).URL(), "memory://"} {
-		b, err := Open(url, nil)
+		b, err := Open(url, nil, History{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -540,3 +550,179 @@ func TestLeastPrivilegeCredentials(t *testing.T) {
 		rec.exactly(t, "the pub/sub-only user could not subscribe or publish", "least redis", "least both")
 	})
 }
+
+// openHistory is open with history on.
+func openHistory(t *testing.T, url string, history History) (Broker, *recorder) {
+	t.Helper()
+	b, err := Open(url, zap.NewNop(), history)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Log().Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	b.Start(rec)
+	t.Cleanup(func() { _ = b.Close() })
+	deadline := time.Now().Add(20 * time.Second)
+	for !b.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("broker never connected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return b, rec
+}
+
+// pgSchema applies the log's schema to the test Postgres.
+func pgSchema(t *testing.T) {
+	t.Helper()
+	pgExec(t, PostgresSchema)
+}
+
+// TestPostgresLogCommitOrder: two transactions publish through the log
+// and commit in the reverse order of their transaction ids. The reader
+// delivers neither before both have committed (the later id waits for the
+// earlier transaction), then both, once each, in (tx, id) order; a read of
+// the log between the two commits has neither, so a resume there misses
+// nothing either.
+func TestPostgresLogCommitOrder(t *testing.T) {
+	pgSchema(t)
+	b, rec := openHistory(t, servers.PG(t).URL(), History{Count: 100})
+	co := fresh("co")
+	waitReady(t, b.Listen(co))
+	ctx := context.Background()
+	first, err := pgx.Connect(ctx, servers.PG(t).URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close(ctx)
+	second, err := pgx.Connect(ctx, servers.PG(t).URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close(ctx)
+	txA, _ := first.Begin(ctx)
+	txB, _ := second.Begin(ctx)
+	var posA, posB string
+	if err := txA.QueryRow(ctx, `SELECT sse_relay.publish($1, 'a')`, co).Scan(&posA); err != nil {
+		t.Fatal(err)
+	}
+	if err := txB.QueryRow(ctx, `SELECT sse_relay.publish($1, 'b')`, co).Scan(&posB); err != nil {
+		t.Fatal(err)
+	}
+	if err := txB.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	rec.mu.Lock()
+	early := len(rec.got)
+	rec.mu.Unlock()
+	if early != 0 {
+		t.Fatalf("delivered %d entries while an older transaction could still commit one", early)
+	}
+	between, _, err := b.Log().Read(ctx, map[string]Position{co: {}}, 10)
+	if err != nil || len(between) != 0 {
+		t.Fatalf("a read between the commits got %d entries (%v), want none yet", len(between), err)
+	}
+	if err := txA.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "both entries", func() bool { return len(rec.got) >= 2 })
+	time.Sleep(200 * time.Millisecond)
+	rec.exactly(t, "both once, in transaction order", co+" a", co+" b")
+	if rec.pos[0].String() != posA || rec.pos[1].String() != posB {
+		t.Fatalf("positions %v, want %s %s", rec.pos, posA, posB)
+	}
+	all, _, err := b.Log().Read(ctx, map[string]Position{co: {}}, 10)
+	if err != nil || len(all) != 2 || all[0].Pos.String() != posA {
+		t.Fatalf("read after both commits: %v %v", all, err)
+	}
+}
+
+// TestPostgresLogAcrossReconnect: with history, what is published while
+// the relay's connection is gone is delivered once it is back, and no
+// reset is sent.
+func TestPostgresLogAcrossReconnect(t *testing.T) {
+	pgSchema(t)
+	b, rec := openHistory(t, servers.PG(t).URL(), History{Count: 100})
+	waitReady(t, b.Listen("rc"))
+	pgExec(t, `SELECT sse_relay.publish('rc', 'before')`)
+	rec.waitFor(t, "before", func() bool { return rec.has("rc before") })
+	pgExec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'caddy-sse-relay'`)
+	pgExec(t, `SELECT sse_relay.publish('rc', 'during')`)
+	rec.waitFor(t, "during", func() bool { return rec.has("rc during") })
+	pgExec(t, `SELECT sse_relay.publish('rc', 'after')`)
+	rec.waitFor(t, "after", func() bool { return rec.has("rc after") })
+	rec.exactly(t, "each once, no reset", "rc before", "rc during", "rc after")
+	if b.State().Reconnects < 1 {
+		t.Fatal("the connection was never lost: the test proves nothing")
+	}
+	if len(rec.resets) != 0 {
+		t.Fatalf("resets %v", rec.resets)
+	}
+}
+
+// TestRedisLogAcrossRestart: with history each publish is an entry of the
+// channel's stream; what is published while Redis is down and back up
+// (before the relay resubscribes) is backfilled from the stream, once, and
+// a read from a position trimmed away names the channel.
+func TestRedisLogAcrossRestart(t *testing.T) {
+	b, rec := openHistory(t, servers.Redis(t).URL(), History{Count: 5})
+	waitReady(t, b.Listen("rr"))
+	ctx := context.Background()
+	if err := b.Publish(ctx, []string{"rr"}, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "one", func() bool { return rec.has("rr one") })
+	if err := servers.Redis(t).Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := servers.Redis(t).Start(); err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis(t).Port)})
+	defer rc.Close()
+	waitReady(t, b.Listen("rr"))
+	rec.waitFor(t, "the relay back", func() bool { return b.Connected() })
+	// Kill the relay's pub/sub connection and publish in one round trip:
+	// "two" is appended while the relay is away, so only the backfill
+	// can bring it.
+	if _, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ClientKillByFilter(ctx, "TYPE", "pubsub")
+		p.FCall(ctx, "sse_relay_publish", []string{RedisLogKey("rr")}, "two", 5, 0)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "two", func() bool { return rec.has("rr two") })
+	if err := b.Publish(ctx, []string{"rr"}, []byte("three")); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "three", func() bool { return rec.has("rr three") })
+	rec.exactly(t, "each once", "rr one", "rr two", "rr three")
+	if len(rec.resets) != 0 {
+		t.Fatalf("resets %v", rec.resets)
+	}
+	first := rec.pos[0]
+	for i := range 6 {
+		if err := b.Publish(ctx, []string{"rr"}, []byte(fmt.Sprint("more ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// MAXLEN ~ trims whole nodes of the stream: push enough to drop one.
+	for i := range 200 {
+		_ = rc.FCall(ctx, "sse_relay_publish", []string{RedisLogKey("rr")}, fmt.Sprint("fill ", i), 5, 0).Err()
+	}
+	_, trimmed, err := b.Log().Read(ctx, map[string]Position{"rr": first}, 10)
+	if err != nil || len(trimmed) != 1 || trimmed[0] != "rr" {
+		t.Fatalf("read from a trimmed position: trimmed %v, %v", trimmed, err)
+	}
+	head, err := b.Log().Head(ctx, []string{"rr", "empty"})
+	if err != nil || head["rr"].IsZero() || !head["empty"].IsZero() {
+		t.Fatalf("heads %v %v", head, err)
+	}
+}
+
+// fresh is a channel name no earlier run used: the logs outlive a run.
+func fresh(prefix string) string { return fmt.Sprintf("%s%d", prefix, time.Now().UnixNano()) }

@@ -39,6 +39,8 @@ func (m *memory) Limits() Limits {
 	return Limits{MaxPayload: MemoryMaxPayload, MaxChannel: MemoryMaxChannel}
 }
 
+func (m *memory) Log() Log { return nil }
+
 func (m *memory) Connected() bool { return true }
 
 func (m *memory) State() State { return State{Connected: true, Since: m.started} }

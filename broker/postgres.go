@@ -18,6 +18,9 @@ import (
 const (
 	PostgresMaxPayload = 7999
 	PostgresMaxChannel = 63
+	// PostgresMaxLogged caps a payload logged with history: the relay has
+	// no business carrying more, as on Redis.
+	PostgresMaxLogged = RedisMaxPayload
 )
 
 const (
@@ -29,6 +32,7 @@ const (
 type postgres struct {
 	core
 	cfg *pgx.ConnConfig
+	log *pgLog // nil without history
 
 	mu      sync.Mutex
 	pending []*publishReq
@@ -41,7 +45,7 @@ type publishReq struct {
 	result   chan error
 }
 
-func newPostgres(rawURL string, logger *zap.Logger) (*postgres, error) {
+func newPostgres(rawURL string, logger *zap.Logger, history History) (*postgres, error) {
 	cfg, err := pgx.ParseConfig(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("postgres broker URL %q: %w", Redact(rawURL), err)
@@ -50,14 +54,31 @@ func newPostgres(rawURL string, logger *zap.Logger) (*postgres, error) {
 		cfg.RuntimeParams["application_name"] = "caddy-sse-relay"
 	}
 	p := &postgres{cfg: cfg}
+	if history.On() {
+		p.log = &pgLog{history: history, cfg: cfg, logger: logger}
+	}
 	p.core.init(logger)
 	return p, nil
 }
 
+// Log is the sse_relay schema's log, or nil without history.
+func (p *postgres) Log() Log {
+	if p.log == nil {
+		return nil
+	}
+	return p.log
+}
+
 func (p *postgres) Start(sink Sink) { p.launch(func() { p.run(sink) }) }
 
+// Limits: with history, the payload goes in a table and NOTIFY carries
+// only the channel, so the 8000-byte NOTIFY limit no longer applies.
 func (p *postgres) Limits() Limits {
-	return Limits{MaxPayload: PostgresMaxPayload, MaxChannel: PostgresMaxChannel, FoldsCase: true}
+	payload := PostgresMaxPayload
+	if p.log != nil {
+		payload = PostgresMaxLogged
+	}
+	return Limits{MaxPayload: payload, MaxChannel: PostgresMaxChannel, FoldsCase: true}
 }
 
 // Publish runs pg_notify on the broker's own connection, so publishing
@@ -84,6 +105,9 @@ func (p *postgres) Publish(ctx context.Context, channels []string, payload []byt
 
 func (p *postgres) Close() error {
 	p.stop()
+	if p.log != nil {
+		p.log.close()
+	}
 	return nil
 }
 
@@ -138,24 +162,45 @@ type pgListens struct {
 
 func (p *postgres) serve(conn *pgx.Conn, sink Sink, wasDown bool) error {
 	l := pgListens{have: map[string]bool{}, refs: map[string]int{}, routes: map[string][]string{}}
+	if p.log != nil {
+		if err := p.log.start(p.ctx, conn); err != nil {
+			return err
+		}
+	}
 	for {
 		if err := p.sync(conn, &l); err != nil {
 			return err
 		}
-		if wasDown {
+		if wasDown && p.log == nil {
 			// NOTIFY keeps nothing for absent listeners: once listening
-			// again, tell subscribers that events may be missing.
+			// again, tell subscribers that events may be missing. With
+			// history the log goes on from where it was instead.
 			wasDown = false
 			sink.Reset(keys(l.have), "broker-reconnect")
 		}
 		if err := p.publishPending(conn); err != nil {
 			return err
 		}
-		n, err := p.wait(conn)
+		var poll time.Duration
+		if p.log != nil {
+			if err := p.log.read(p.ctx, conn, l.routes, sink); err != nil {
+				return err
+			}
+			p.log.trim(p.ctx, conn)
+			poll = p.log.wait()
+		}
+		n, err := p.wait(conn, poll)
 		if err != nil {
 			return err
 		}
-		if n != nil {
+		switch {
+		case n == nil:
+			if poll > 0 {
+				p.log.due = true
+			}
+		case p.log != nil && n.Channel == pgAnnounce:
+			p.log.announced(n.Payload, l.refs)
+		default:
 			for _, ch := range l.routes[n.Channel] {
 				sink.Deliver(ch, []byte(n.Payload))
 			}
@@ -163,9 +208,14 @@ func (p *postgres) serve(conn *pgx.Conn, sink Sink, wasDown bool) error {
 	}
 }
 
-// wait returns the next notification, or nil when woken for other work.
-func (p *postgres) wait(conn *pgx.Conn) (*pgconn.Notification, error) {
-	ctx, cancel := context.WithTimeout(p.ctx, pgPingEvery)
+// wait returns the next notification, or nil when woken for other work or
+// when poll (if positive) has passed.
+func (p *postgres) wait(conn *pgx.Conn, poll time.Duration) (*pgconn.Notification, error) {
+	limit := pgPingEvery
+	if poll > 0 {
+		limit = poll
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, limit)
 	defer cancel()
 	stop := make(chan struct{})
 	defer close(stop)
@@ -193,7 +243,7 @@ func (p *postgres) wait(conn *pgx.Conn) (*pgconn.Notification, error) {
 	if ctx.Err() == nil || conn.IsClosed() {
 		return nil, err
 	}
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && poll == 0 {
 		// Quiet for a while: make sure the connection is still there.
 		pingCtx, cancelPing := context.WithTimeout(p.ctx, pgCallTimeout)
 		defer cancelPing()
@@ -250,13 +300,7 @@ func (p *postgres) publishPending(conn *pgx.Conn) error {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(p.ctx, pgCallTimeout)
-		var err error
-		if len(r.channels) == 1 {
-			_, err = conn.Exec(ctx, "SELECT pg_notify($1, $2)", r.channels[0], string(r.payload))
-		} else {
-			_, err = conn.Exec(ctx, "SELECT pg_notify(c, $2) FROM unnest($1::text[]) WITH ORDINALITY AS t(c, n) ORDER BY n",
-				r.channels, string(r.payload))
-		}
+		_, err := conn.Exec(ctx, p.publishStatement(len(r.channels)), r.channels, string(r.payload))
 		cancel()
 		var pgErr *pgconn.PgError
 		isPg := errors.As(err, &pgErr)
@@ -279,6 +323,19 @@ func (p *postgres) publishPending(conn *pgx.Conn) error {
 		}
 	}
 	return nil
+}
+
+// publishStatement publishes $2 on every channel of $1 in one statement,
+// and so one transaction: through the log with history, else NOTIFY.
+func (p *postgres) publishStatement(channels int) string {
+	fn := "pg_notify"
+	if p.log != nil {
+		fn = "sse_relay.publish"
+	}
+	if channels == 1 {
+		return "SELECT " + fn + "(($1::text[])[1], $2)"
+	}
+	return "SELECT " + fn + "(c, $2) FROM unnest($1::text[]) WITH ORDINALITY AS t(c, n) ORDER BY n"
 }
 
 // pgNames are the Postgres channels that feed hub channel ch: itself, and

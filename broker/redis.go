@@ -29,9 +29,10 @@ const redisPingEvery = 15 * time.Second
 type redisBroker struct {
 	core
 	client *redis.Client
+	log    *redisLog // nil without history
 }
 
-func newRedis(rawURL string, logger *zap.Logger) (*redisBroker, error) {
+func newRedis(rawURL string, logger *zap.Logger, history History) (*redisBroker, error) {
 	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis broker URL %q: %w", Redact(rawURL), err)
@@ -42,7 +43,18 @@ func newRedis(rawURL string, logger *zap.Logger) (*redisBroker, error) {
 	opt.PoolSize = 4
 	r := &redisBroker{client: redis.NewClient(opt)}
 	r.core.init(logger)
+	if history.On() {
+		r.log = &redisLog{history: history, client: r.client, logger: logger, want: r.want, last: map[string]Position{}}
+	}
 	return r, nil
+}
+
+// Log is the per-channel streams' log, or nil without history.
+func (r *redisBroker) Log() Log {
+	if r.log == nil {
+		return nil
+	}
+	return r.log
 }
 
 func (r *redisBroker) Start(sink Sink) { r.launch(func() { r.run(sink) }) }
@@ -59,9 +71,12 @@ func (r *redisBroker) Publish(ctx context.Context, channels []string, payload []
 		return ErrUnavailable
 	}
 	var err error
-	if len(channels) == 1 {
+	switch {
+	case r.log != nil:
+		err = r.log.publish(ctx, channels, payload)
+	case len(channels) == 1:
 		err = r.client.Publish(ctx, channels[0], payload).Err()
-	} else {
+	default:
 		_, err = r.client.TxPipelined(ctx, func(tx redis.Pipeliner) error {
 			for _, ch := range channels {
 				tx.Publish(ctx, ch, payload)
@@ -124,6 +139,11 @@ func (r *redisBroker) generation(sink Sink) error {
 	if _, err := ps.ReceiveTimeout(r.ctx, 5*time.Second); err != nil {
 		return err
 	}
+	if r.log != nil {
+		if err := r.log.load(r.ctx); err != nil {
+			r.logger.Error("history: publishing through the log will fail", zap.Error(err))
+		}
+	}
 	r.bo.reset()
 	wasDown := r.outage.connected()
 
@@ -139,7 +159,8 @@ func (r *redisBroker) generation(sink Sink) error {
 		wg.Wait()
 	}()
 	// Pub/sub keeps nothing for absent subscribers: after an outage, the
-	// channels wanted across it get a reset once subscribed again.
+	// channels wanted across it get a reset once subscribed again, or,
+	// with history, what their streams got meanwhile.
 	var lost map[string]bool
 	if wasDown {
 		lost = map[string]bool{}
@@ -156,7 +177,13 @@ func (r *redisBroker) command(ctx context.Context, ps *redis.PubSub) {
 	for {
 		if add, remove, ok := r.want.diff(have); ok {
 			if len(add) > 0 {
-				if err := ps.Subscribe(ctx, add...); err != nil {
+				if r.log != nil {
+					if err := r.log.seed(ctx, add); err != nil {
+						_ = ps.Close() // the reader sees the broken connection
+						return
+					}
+				}
+				if err := ps.Subscribe(ctx, r.names(add)...); err != nil {
 					return // the reader sees the broken connection
 				}
 				for _, ch := range add {
@@ -164,11 +191,14 @@ func (r *redisBroker) command(ctx context.Context, ps *redis.PubSub) {
 				}
 			}
 			if len(remove) > 0 {
-				if err := ps.Unsubscribe(ctx, remove...); err != nil {
+				if err := ps.Unsubscribe(ctx, r.names(remove)...); err != nil {
 					return
 				}
 				for _, ch := range remove {
 					delete(have, ch)
+				}
+				if r.log != nil {
+					r.log.forget(remove)
 				}
 			}
 		}
@@ -178,6 +208,28 @@ func (r *redisBroker) command(ctx context.Context, ps *redis.PubSub) {
 		case <-r.want.wake:
 		}
 	}
+}
+
+// names are the pub/sub channels of hub channels: each itself, and with
+// history its stream's announcements too.
+func (r *redisBroker) names(channels []string) []string {
+	if r.log == nil {
+		return channels
+	}
+	out := make([]string, 0, 2*len(channels))
+	for _, ch := range channels {
+		out = append(out, ch, RedisLogKey(ch))
+	}
+	return out
+}
+
+// logChannel is the hub channel whose announcements name carries.
+func logChannel(name string) (string, bool) {
+	rest, ok := strings.CutPrefix(name, "sse-relay:{")
+	if !ok || !strings.HasSuffix(rest, "}") {
+		return "", false
+	}
+	return rest[:len(rest)-1], true
 }
 
 func (r *redisBroker) read(ps *redis.PubSub, sink Sink, lost map[string]bool) error {
@@ -198,17 +250,47 @@ func (r *redisBroker) read(ps *redis.PubSub, sink Sink, lost map[string]bool) er
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
+			if ch, ok := logChannel(m.Channel); ok && r.log != nil {
+				r.log.announced(ch, m.Payload, sink)
+				continue
+			}
 			sink.Deliver(m.Channel, []byte(m.Payload))
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
-				r.want.markActive(m.Channel)
-				if lost[m.Channel] {
-					delete(lost, m.Channel)
-					sink.Reset([]string{m.Channel}, "broker-reconnect")
+				if err := r.subscribed(m.Channel, sink, lost); err != nil {
+					return err
 				}
 			}
 		case *redis.Pong:
 			pinged = false
 		}
 	}
+}
+
+// subscribed marks a hub channel active once its last pub/sub channel is
+// subscribed: its announcements with history, after a backfill of what
+// its stream got while the connection was down; else itself, with a reset
+// after an outage.
+func (r *redisBroker) subscribed(name string, sink Sink, lost map[string]bool) error {
+	ch := name
+	if r.log != nil {
+		var ok bool
+		if ch, ok = logChannel(name); !ok {
+			return nil
+		}
+		if lost[ch] {
+			delete(lost, ch)
+			if err := r.log.backfill(r.ctx, ch, sink); err != nil {
+				return err
+			}
+		}
+		r.want.markActive(ch)
+		return nil
+	}
+	r.want.markActive(ch)
+	if lost[ch] {
+		delete(lost, ch)
+		sink.Reset([]string{ch}, "broker-reconnect")
+	}
+	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
 )
 
 // Listener is the broker side of the hub: it is told which channels have
@@ -38,6 +40,9 @@ type Options struct {
 	OnRefused func(channel string, err error)
 	// OnDropped is told of each subscriber cut off for a full queue.
 	OnDropped func()
+	// Log, when set, is the broker's durable log (history): ids are
+	// positions in it and resumes read it (history.go).
+	Log broker.Log
 }
 
 // ResetEvent is the name of the event a subscriber gets when events may have
@@ -69,9 +74,11 @@ type Hub struct {
 	closed    bool
 	ringBytes int // frame bytes held by all rings
 
-	queued  atomic.Uint64
-	dropped atomic.Uint64
-	refused atomic.Uint64
+	queued    atomic.Uint64
+	dropped   atomic.Uint64
+	refused   atomic.Uint64
+	backfills atomic.Uint64 // resumes that read the log
+	expired   atomic.Uint64 // resumes from a position the log no longer holds
 }
 
 type topic struct {
@@ -141,6 +148,11 @@ func nodeID() string {
 type Frame struct {
 	Bytes []byte
 	At    time.Time // when the hub got the event from the broker
+	// With history, an entry of the log: its channel and position, and
+	// the length of the id line Bytes opens with.
+	Channel string
+	Pos     broker.Position
+	IDLen   int
 }
 
 // Subscription is one stream's view of the hub: frames to write, in order.
@@ -164,6 +176,12 @@ type Subscription struct {
 	dropped atomic.Bool
 	reason  atomic.Value
 	once    sync.Once
+
+	// With history: where the stream is in its channels' logs (nil until
+	// known), and the reset to send first when its Last-Event-ID was not
+	// a cursor. Used by CatchUp, then only by the writer, through Append.
+	cursor        *cursor
+	cursorProblem []*Frame
 }
 
 // Wake has a value when frames are pending; then call Take.
@@ -255,7 +273,15 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 		t.list = nil
 		readies = append(readies, t.ready)
 	}
-	if lastEventID != "" && h.opts.Replay > 0 {
+	switch {
+	case lastEventID == "":
+	case h.opts.Log != nil:
+		if c, ok := parseCursor(lastEventID, channels, h.opts.Log.GlobalOrder()); ok {
+			s.cursor = &c
+		} else {
+			s.cursorProblem = []*Frame{{Bytes: resetFrame(channels, "unknown-id")}}
+		}
+	case h.opts.Replay > 0:
 		s.Backlog = h.replayLocked(channels, lastEventID)
 	}
 	s.Ready = all(readies)
@@ -381,13 +407,22 @@ func (h *Hub) Deliver(channel string, payload []byte) {
 	at := time.Now()
 	ev, err := Decode(payload)
 	if err != nil {
-		h.refused.Add(1)
-		if h.opts.OnRefused != nil {
-			h.opts.OnRefused(channel, err)
-		}
+		h.refuse(channel, err)
 		return
 	}
+	if h.opts.Log != nil {
+		// With history ids are cursors; this event is not in the log and
+		// leaves the stream's cursor where it is.
+		ev.ID = ""
+	}
 	h.emit(channel, &ev, nil, at)
+}
+
+func (h *Hub) refuse(channel string, err error) {
+	h.refused.Add(1)
+	if h.opts.OnRefused != nil {
+		h.opts.OnRefused(channel, err)
+	}
 }
 
 // emit gives channel's next event the next sequence number, keeps it in
@@ -401,16 +436,40 @@ func (h *Hub) emit(channel string, ev *Event, reset []byte, at time.Time) {
 		return
 	}
 	h.seq++
-	frame, id, keep := reset, "", true
+	frame, id, keep := reset, "", h.opts.Log == nil
 	if ev != nil {
-		if ev.ID == "" && h.opts.Replay > 0 && ev.HasData {
+		if ev.ID == "" && h.opts.Replay > 0 && ev.HasData && h.opts.Log == nil {
 			ev.ID = h.node + "-" + strconv.FormatUint(h.seq, 10)
 		}
-		frame, id, keep = ev.AppendFrame(make([]byte, 0, frameSize(ev))), ev.ID, ev.HasData
+		frame, id, keep = ev.AppendFrame(make([]byte, 0, frameSize(ev))), ev.ID, ev.HasData && keep
 	}
 	if h.opts.Replay > 0 && keep {
 		h.keepLocked(t, entry{seq: h.seq, id: id, frame: frame})
 	}
+	h.fanOutLocked(t, &Frame{Bytes: frame, At: at})
+}
+
+// emitEntry is emit for an entry of the log, kept in the ring as the
+// cache of a resume.
+func (h *Hub) emitEntry(channel string, e entry, at time.Time) {
+	h.mu.Lock()
+	t := h.topics[channel]
+	if t == nil {
+		h.mu.Unlock()
+		return
+	}
+	h.seq++
+	e.seq, e.channel = h.seq, ""
+	if h.opts.Replay > 0 {
+		h.keepLocked(t, e)
+	}
+	h.fanOutLocked(t, &Frame{Bytes: e.frame, At: at, Channel: channel, Pos: e.pos, IDLen: e.idLen})
+}
+
+// fanOutLocked offers frame to t's subscribers and lets h.mu go: the
+// fan-out runs under h.fan alone, taken before h.mu is let go, so frames
+// reach queues in sequence order.
+func (h *Hub) fanOutLocked(t *topic, frame *Frame) {
 	subs := t.subscribersLocked()
 	if len(subs) == 0 { // lingering: kept in the ring, no one to tell
 		h.mu.Unlock()
@@ -418,7 +477,7 @@ func (h *Hub) emit(channel string, ev *Event, reset []byte, at time.Time) {
 	}
 	h.fan.Lock()
 	h.mu.Unlock()
-	h.fanOut(subs, &Frame{Bytes: frame, At: at})
+	h.fanOut(subs, frame)
 	h.fan.Unlock()
 }
 
@@ -533,6 +592,9 @@ func (h *Hub) Close() {
 type Stats struct {
 	Queued, Dropped, Refused uint64
 	ReplayBytes              int
+	// With history: resumes that read the log, and resumes from a
+	// position the log no longer holds (they got a reset).
+	Backfills, Expired uint64
 }
 
 // Stats returns the hub's running totals.
@@ -540,7 +602,8 @@ func (h *Hub) Stats() Stats {
 	h.mu.Lock()
 	replay := h.ringBytes
 	h.mu.Unlock()
-	return Stats{Queued: h.queued.Load(), Dropped: h.dropped.Load(), Refused: h.refused.Load(), ReplayBytes: replay}
+	return Stats{Queued: h.queued.Load(), Dropped: h.dropped.Load(), Refused: h.refused.Load(), ReplayBytes: replay,
+		Backfills: h.backfills.Load(), Expired: h.expired.Load()}
 }
 
 func frameSize(ev *Event) int {

@@ -77,7 +77,7 @@ func TestFanOutSameBytes(t *testing.T) {
 		t.Fatal("each subscriber got its own encoding; want the same bytes")
 	}
 	if string(fa.Bytes) != "data: x\n\n" {
-		t.Fatalf("frame %q", fa)
+		t.Fatalf("frame %q", fa.Bytes)
 	}
 }
 

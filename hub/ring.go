@@ -1,10 +1,17 @@
 package hub
 
-// entry is one frame kept for replay. A reset marker has no id.
+import "github.com/sse-relay/caddy-sse-relay/broker"
+
+// entry is one frame kept for replay. A reset marker has no id; an entry
+// of the log has its position, and its frame starts with an id line of
+// idLen bytes.
 type entry struct {
-	seq   uint64
-	id    string
-	frame []byte
+	seq     uint64
+	id      string
+	frame   []byte
+	pos     broker.Position
+	idLen   int
+	channel string // set on the copies a resume collects
 }
 
 // ring keeps a channel's most recent frames. It grows with what it holds
@@ -86,3 +93,27 @@ func (r *ring) find(id string) (seq uint64, n int) {
 }
 
 func (r *ring) len() int { return r.n }
+
+// since appends the log entries after p to dst, oldest first, and reports
+// whether the ring holds every log entry after p: its oldest is at or
+// before p (the broker hands the hub every entry after the first). On
+// false dst is as it was.
+func (r *ring) since(p broker.Position, dst []entry) ([]entry, bool) {
+	first := true
+	for i := 0; i < r.n; i++ {
+		e := r.at(i)
+		if e.pos.IsZero() {
+			continue
+		}
+		if first {
+			first = false
+			if p.Less(e.pos) {
+				return dst, false
+			}
+		}
+		if p.Less(e.pos) {
+			dst = append(dst, *e)
+		}
+	}
+	return dst, !first
+}

@@ -177,7 +177,7 @@ func (s *writer) take() (int, time.Time) {
 	}
 	oldest := s.frames[0].At
 	for _, f := range s.frames {
-		s.buf = append(s.buf, f.Bytes...)
+		s.buf = s.Sub.Append(s.buf, f)
 	}
 	clear(s.frames)
 	if cap(s.frames) > 64 {

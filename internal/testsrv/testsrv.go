@@ -169,11 +169,15 @@ func StartRedis() (*Redis, error) {
 }
 
 // Start starts the server (again) on its port and waits until it answers.
+// Its append-only file is written through on every command, so a Kill and
+// Start keep every stream, as a production Redis with appendonly yes and
+// appendfsync always would.
 func (r *Redis) Start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir, "--logfile", filepath.Join(r.dir, "log"))
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
+		"--dir", r.dir, "--logfile", filepath.Join(r.dir, "log"))
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
 	}

@@ -1,0 +1,268 @@
+package broker
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// RedisFunction is the Redis function library that appends an event to its
+// channel's stream and announces it in one call (FCALL sse_relay_publish).
+// The relay loads it when it connects with history on; `caddy sse-relay
+// schema --apply --broker redis://…` loads it too.
+//
+//go:embed redis_function.lua
+var RedisFunction string
+
+const redisLogBatch = 1000
+
+// RedisLogKey is channel's stream, which is also the pub/sub channel its
+// appends are announced on. The hash tag puts both in the channel's slot.
+func RedisLogKey(channel string) string { return "sse-relay:{" + channel + "}" }
+
+// redisLog is the Redis broker's log: a stream per channel.
+type redisLog struct {
+	history History
+	client  *redis.Client
+	logger  *zap.Logger
+	want    *wantSet
+
+	// last is, per hub channel, the newest position handed to the sink
+	// (or the stream's head when it was subscribed): where a reconnect
+	// backfills from. The command goroutine seeds it, the reader raises it.
+	mu   sync.Mutex
+	last map[string]Position
+}
+
+func (l *redisLog) GlobalOrder() bool { return false }
+
+// load puts the function library on the server.
+func (l *redisLog) load(ctx context.Context) error {
+	if err := l.client.FunctionLoadReplace(ctx, RedisFunction).Err(); err != nil {
+		return fmt.Errorf("loading the sse_relay function: %w", err)
+	}
+	return nil
+}
+
+// Check loads the function library: the one thing the log needs.
+func (l *redisLog) Check(ctx context.Context) error { return l.load(ctx) }
+
+// publish appends payload to every channel's stream through the function,
+// several channels in one MULTI/EXEC.
+func (l *redisLog) publish(ctx context.Context, channels []string, payload []byte) error {
+	count, age := strconv.Itoa(l.history.Count), strconv.FormatInt(l.history.MaxAge.Milliseconds(), 10)
+	if len(channels) == 1 {
+		return l.client.FCall(ctx, "sse_relay_publish", []string{RedisLogKey(channels[0])}, payload, count, age).Err()
+	}
+	_, err := l.client.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+		for _, ch := range channels {
+			tx.FCall(ctx, "sse_relay_publish", []string{RedisLogKey(ch)}, payload, count, age)
+		}
+		return nil
+	})
+	return err
+}
+
+// seed records the heads of channels about to be subscribed, so that a
+// reconnect backfills whatever is appended after.
+func (l *redisLog) seed(ctx context.Context, channels []string) error {
+	heads, err := l.heads(ctx, channels)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for ch, pos := range heads {
+		if _, ok := l.last[ch]; !ok {
+			l.last[ch] = pos
+		}
+	}
+	return nil
+}
+
+// forget drops channels no longer subscribed.
+func (l *redisLog) forget(channels []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ch := range channels {
+		delete(l.last, ch)
+	}
+}
+
+// announced hands over an announcement ("<id> <payload>") unless it was
+// delivered already (by a backfill).
+func (l *redisLog) announced(channel, message string, sink Sink) {
+	id, payload, ok := strings.Cut(message, " ")
+	pos, err := ParsePosition(id)
+	if !ok || err != nil {
+		l.logger.Warn("malformed log announcement", zap.String("channel", channel))
+		return
+	}
+	if !l.advance(channel, pos) {
+		return
+	}
+	sink.DeliverEntry(Entry{Channel: channel, Pos: pos, Payload: []byte(payload)})
+}
+
+// advance raises channel's last position to pos, or reports false when pos
+// is not after it.
+func (l *redisLog) advance(channel string, pos Position) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if last, ok := l.last[channel]; ok && !last.Less(pos) {
+		return false
+	}
+	l.last[channel] = pos
+	return true
+}
+
+// backfill delivers what channel's stream got after the last position
+// handed over, after a reconnect; a stream trimmed past it gets a reset.
+func (l *redisLog) backfill(ctx context.Context, channel string, sink Sink) error {
+	l.mu.Lock()
+	from, ok := l.last[channel]
+	l.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	entries, trimmed, err := l.Read(ctx, map[string]Position{channel: from}, redisLogBatch)
+	for err == nil && len(entries) > 0 {
+		for _, e := range entries {
+			if l.advance(channel, e.Pos) {
+				sink.DeliverEntry(e)
+			}
+		}
+		if len(entries) < redisLogBatch {
+			break
+		}
+		entries, _, err = l.Read(ctx, map[string]Position{channel: entries[len(entries)-1].Pos}, redisLogBatch)
+	}
+	if err != nil {
+		return err
+	}
+	if len(trimmed) > 0 {
+		sink.Reset(trimmed, "expired")
+	}
+	return nil
+}
+
+// Read reads each channel's stream after its position; the order across
+// channels is not defined (there is none on Redis).
+func (l *redisLog) Read(ctx context.Context, after map[string]Position, limit int) ([]Entry, []string, error) {
+	type query struct {
+		channel string
+		pos     Position
+		rng     *redis.XMessageSliceCmd
+		info    *redis.XInfoStreamCmd
+	}
+	qs := make([]query, 0, len(after))
+	_, err := l.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for ch, pos := range after {
+			key := RedisLogKey(ch)
+			qs = append(qs, query{channel: ch, pos: pos,
+				rng:  p.XRangeN(ctx, key, "("+pos.String(), "+", int64(limit)),
+				info: p.XInfoStream(ctx, key)})
+		}
+		return nil
+	})
+	if err != nil && !isNoSuchKey(err) {
+		return nil, nil, fmt.Errorf("reading the log: %w", err)
+	}
+	var out []Entry
+	var trimmed []string
+	for _, q := range qs {
+		msgs, err := q.rng.Result()
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading the log of %q: %w", q.channel, err)
+		}
+		for _, m := range msgs {
+			pos, err := ParsePosition(m.ID)
+			if err != nil {
+				return nil, nil, err
+			}
+			d, _ := m.Values["d"].(string)
+			out = append(out, Entry{Channel: q.channel, Pos: pos, Payload: []byte(d)})
+		}
+		if info, err := q.info.Result(); err == nil && streamTrimmedAfter(info, q.pos) {
+			trimmed = append(trimmed, q.channel)
+		} // else no stream: nothing trimmed
+	}
+	return out, trimmed, nil
+}
+
+// streamTrimmedAfter reports whether entries after pos were trimmed away:
+// the oldest entry left is after pos (so pos itself is gone), and, for the
+// zero position, anything was ever trimmed. (Trimming does not raise
+// max-deleted-entry-id on Redis 7.0, so that cannot tell.)
+func streamTrimmedAfter(info *redis.XInfoStream, pos Position) bool {
+	first, err := ParsePosition(info.FirstEntry.ID)
+	if err != nil || !pos.Less(first) {
+		return false
+	}
+	return !pos.IsZero() || info.EntriesAdded > info.Length
+}
+
+func isNoSuchKey(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.Contains(rerr.Error(), "no such key")
+}
+
+// heads are the newest entry ids of channels' streams (zero when empty).
+func (l *redisLog) heads(ctx context.Context, channels []string) (map[string]Position, error) {
+	cmds := make([]*redis.XMessageSliceCmd, len(channels))
+	_, err := l.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, ch := range channels {
+			cmds[i] = p.XRevRangeN(ctx, RedisLogKey(ch), "+", "-", 1)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the log's head: %w", err)
+	}
+	out := make(map[string]Position, len(channels))
+	for i, ch := range channels {
+		var pos Position
+		if msgs := cmds[i].Val(); len(msgs) > 0 {
+			if pos, err = ParsePosition(msgs[0].ID); err != nil {
+				return nil, err
+			}
+		}
+		out[ch] = pos
+	}
+	return out, nil
+}
+
+// Head is each channel's newest entry.
+func (l *redisLog) Head(ctx context.Context, channels []string) (map[string]Position, error) {
+	return l.heads(ctx, channels)
+}
+
+// Depth counts the entries of the channels listened to now.
+func (l *redisLog) Depth(ctx context.Context) (LogDepth, error) {
+	channels := l.want.channels()
+	cmds := make([]*redis.IntCmd, len(channels))
+	_, err := l.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, ch := range channels {
+			cmds[i] = p.XLen(ctx, RedisLogKey(ch))
+		}
+		return nil
+	})
+	var d LogDepth
+	if err != nil {
+		return d, err
+	}
+	for _, c := range cmds {
+		if n := c.Val(); n > 0 {
+			d.Entries += n
+			d.Channels++
+		}
+	}
+	return d, nil
+}

@@ -1,0 +1,279 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
+)
+
+// With history (Options.Log set), every event of the log carries its
+// position as its id, and a stream's Last-Event-ID is a cursor: where it
+// is in each of its channels' logs. The rings are a cache in front of the
+// log: a resume reads from a ring when it holds everything after the
+// cursor, else from the log.
+//
+// A cursor is one position ("<hi>-<lo>") that stands for every channel of
+// the stream — always on a log with one order for all channels (Postgres),
+// and on any log for a stream of one channel — or, for a stream of several
+// channels on a log without one order (Redis), a position per channel in
+// the order of the channels' sorted names, joined by commas.
+
+// readPage is how many entries one read of a resume takes.
+const readPage = 1000
+
+// resumeTimeout bounds the reads of one resume.
+const resumeTimeout = 10 * time.Second
+
+// cursor is a stream's place in its channels' logs.
+type cursor struct {
+	global bool // one position for every channel
+	pos    map[string]broker.Position
+}
+
+// parseCursor reads a Last-Event-ID as a cursor of channels, or reports
+// false.
+func parseCursor(id string, channels []string, global bool) (cursor, bool) {
+	c := cursor{global: global, pos: make(map[string]broker.Position, len(channels))}
+	parts := strings.Split(id, ",")
+	if len(parts) == 1 {
+		p, err := broker.ParsePosition(parts[0])
+		if err != nil {
+			return c, false
+		}
+		for _, ch := range channels {
+			c.pos[ch] = p
+		}
+		return c, true
+	}
+	if global || len(parts) != len(channels) {
+		return c, false
+	}
+	for i, ch := range sorted(channels) {
+		p, err := broker.ParsePosition(parts[i])
+		if err != nil {
+			return c, false
+		}
+		c.pos[ch] = p
+	}
+	return c, true
+}
+
+// simple reports whether one position says all of c: the frame's own id
+// line is the stream's cursor.
+func (c *cursor) simple() bool { return c.global || len(c.pos) <= 1 }
+
+// appendID appends c's text form.
+func (c *cursor) appendID(dst []byte, channels []string) []byte {
+	for i, ch := range sorted(channels) {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, c.pos[ch].String()...)
+	}
+	return dst
+}
+
+// admit moves c past an entry of channel at pos, or reports false when c
+// is already there (the stream had it).
+func (c *cursor) admit(channel string, pos broker.Position) bool {
+	if c.global {
+		for _, p := range c.pos {
+			if !p.Less(pos) {
+				return false
+			}
+			break
+		}
+		for ch := range c.pos {
+			c.pos[ch] = pos
+		}
+		return true
+	}
+	if p, ok := c.pos[channel]; ok && !p.Less(pos) {
+		return false
+	}
+	c.pos[channel] = pos
+	return true
+}
+
+func sorted(channels []string) []string {
+	if sort.StringsAreSorted(channels) {
+		return channels
+	}
+	out := append([]string(nil), channels...)
+	sort.Strings(out)
+	return out
+}
+
+// DeliverEntry relays one entry of the log: its position is its id, so a
+// publisher's own id is dropped. Called by the broker's reader goroutine.
+func (h *Hub) DeliverEntry(e broker.Entry) {
+	at := time.Now()
+	ev, err := Decode(e.Payload)
+	if err != nil {
+		h.refuse(e.Channel, err)
+		return
+	}
+	h.emitEntry(e.Channel, logEntry(&ev, e), at)
+}
+
+// logEntry is e's ring entry: its frame opens with its position as id (a
+// publisher's own id is dropped: the id is the cursor).
+func logEntry(ev *Event, e broker.Entry) entry {
+	ev.ID = ""
+	id := e.Pos.String()
+	frame := make([]byte, 0, frameSize(ev)+len(id)+5)
+	frame = append(append(append(frame, "id: "...), id...), '\n')
+	idLen := len(frame)
+	return entry{id: id, frame: ev.AppendFrame(frame), pos: e.Pos, idLen: idLen, channel: e.Channel}
+}
+
+// Append appends f to buf as this subscriber writes it: a log entry the
+// stream already has is skipped, and on a stream of several channels
+// without one order its id line gives the whole cursor. Called by the
+// stream's writer.
+func (s *Subscription) Append(buf []byte, f *Frame) []byte {
+	if f.Pos.IsZero() || s.cursor == nil {
+		return append(buf, f.Bytes...)
+	}
+	if !s.cursor.admit(f.Channel, f.Pos) {
+		return buf
+	}
+	if s.cursor.simple() {
+		return append(buf, f.Bytes...)
+	}
+	buf = append(buf, "id: "...)
+	buf = s.cursor.appendID(buf, s.channels)
+	buf = append(buf, '\n')
+	return append(buf, f.Bytes[f.IDLen:]...)
+}
+
+// ErrLog wraps a failed read of the log during a resume.
+var ErrLog = errors.New("reading the event log")
+
+// CatchUp, with history, puts in Backlog what the stream missed since its
+// Last-Event-ID, from the rings where they hold it, else from the log.
+// Call it once the broker listens (Ready), so that what is appended after
+// the read reaches the stream live; what comes both ways is written once.
+// A stream that gave no cursor starts at the log's head.
+func (s *Subscription) CatchUp(ctx context.Context) error {
+	h := s.hub
+	if h.opts.Log == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, resumeTimeout)
+	defer cancel()
+	if s.cursor == nil {
+		return s.startAtHead(ctx)
+	}
+	var frames []*Frame
+	if len(s.cursorProblem) > 0 {
+		frames = append(frames, s.cursorProblem...)
+	}
+	cached, missing := h.cachedSince(s.channels, s.cursor)
+	var read []entry
+	if len(missing) > 0 {
+		var trimmed []string
+		var err error
+		read, trimmed, err = h.readLog(ctx, missing)
+		if err != nil {
+			return errors.Join(ErrLog, err)
+		}
+		if len(trimmed) > 0 {
+			frames = append(frames, &Frame{Bytes: resetFrame(trimmed, "expired")})
+			h.expired.Add(1)
+		}
+		h.backfills.Add(1)
+	}
+	all := append(cached, read...)
+	if h.opts.Log.GlobalOrder() {
+		sort.SliceStable(all, func(i, j int) bool { return all[i].pos.Less(all[j].pos) })
+	}
+	for i := range all {
+		frames = append(frames, &Frame{Bytes: all[i].frame, Channel: all[i].channel, Pos: all[i].pos, IDLen: all[i].idLen})
+	}
+	for _, f := range frames {
+		if b := s.Append(nil, f); len(b) > 0 {
+			s.Backlog = append(s.Backlog, b)
+		}
+	}
+	return nil
+}
+
+// startAtHead gives a stream without a cursor one: where the log is now,
+// so its id says where it is in every channel even before each has had an
+// event. One position does that on a log with one order, or for one
+// channel.
+func (s *Subscription) startAtHead(ctx context.Context) error {
+	if s.hub.opts.Log.GlobalOrder() || len(s.channels) < 2 {
+		return nil
+	}
+	heads, err := s.hub.opts.Log.Head(ctx, s.channels)
+	if err != nil {
+		return errors.Join(ErrLog, err)
+	}
+	s.cursor = &cursor{pos: heads}
+	return nil
+}
+
+// cachedSince takes from the rings the entries after the cursor of each
+// channel whose ring holds all of them, and names the channels whose ring
+// does not, with their positions.
+func (h *Hub) cachedSince(channels []string, c *cursor) ([]entry, map[string]broker.Position) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []entry
+	missing := map[string]broker.Position{}
+	for _, ch := range channels {
+		t := h.topics[ch]
+		n := len(out)
+		var ok bool
+		if t != nil {
+			out, ok = t.ring.since(c.pos[ch], out)
+		}
+		if !ok {
+			missing[ch] = c.pos[ch]
+			continue
+		}
+		for i := n; i < len(out); i++ {
+			out[i].channel = ch
+		}
+	}
+	return out, missing
+}
+
+// readLog reads every entry after the positions, a page at a time.
+func (h *Hub) readLog(ctx context.Context, after map[string]broker.Position) ([]entry, []string, error) {
+	var out []entry
+	var trimmed []string
+	global := h.opts.Log.GlobalOrder()
+	for {
+		got, gone, err := h.opts.Log.Read(ctx, after, readPage)
+		if err != nil {
+			return nil, nil, err
+		}
+		if trimmed == nil {
+			trimmed = gone
+		}
+		for _, e := range got {
+			ev, err := Decode(e.Payload)
+			if err != nil {
+				continue // refused when it was delivered live, too
+			}
+			out = append(out, logEntry(&ev, e))
+			if global {
+				for ch := range after {
+					after[ch] = e.Pos
+				}
+			} else {
+				after[e.Channel] = e.Pos
+			}
+		}
+		if len(got) < readPage {
+			return out, trimmed, nil
+		}
+	}
+}
