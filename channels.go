@@ -82,10 +82,15 @@ func (c channelRules) check(raw []string) ([]string, error) {
 
 // checkChannel refuses names that could confuse a broker, a log or a
 // shell: too long, not UTF-8, control characters, whitespace, quotes,
-// semicolons and backslashes. Names never reach SQL text either way.
+// semicolons and backslashes; and the names the event log uses for itself
+// (its announcements on Postgres, its streams on Redis). Names never reach
+// SQL text either way.
 func checkChannel(ch string, limit int) error {
 	if len(ch) > limit {
 		return fmt.Errorf("channel name too long: %d bytes, at most %d", len(ch), limit)
+	}
+	if ch == "sse_relay" || strings.HasPrefix(ch, "sse-relay:") {
+		return fmt.Errorf("channel name %q is reserved for the event log", ch)
 	}
 	if !utf8.ValidString(ch) {
 		return fmt.Errorf("channel name is not valid UTF-8")

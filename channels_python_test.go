@@ -122,6 +122,7 @@ func TestDjangoChannelRuleMatchesRelay(t *testing.T) {
 		"a\u0085b", "a\u00a0b", "a\u1680b", "a\u2028b", "a\u3000b", // Unicode whitespace and C1 control
 		"a\u200bb", "a\ufeffb", // format characters, neither space nor control
 		`a"b`, "a'b", "a;b", `a\b`,
+		"sse_relay", "sse-relay:{orders}", "sse-relay", // the log's own names are reserved
 	}
 	rules := readDjangoRules(t, append(names, "a,b"))
 	for backend, url := range djangoBackends() {

@@ -135,6 +135,9 @@ func TestChannelRules(t *testing.T) {
 		{pg, []string{`x";DROP`}, "channel name has a forbidden character"},
 		{pg, []string{`a\b`}, "channel name has a forbidden character"},
 		{pg, []string{"Orders,orders"}, `channels "Orders" and "orders" both receive NOTIFY orders`},
+		{pg, []string{"sse_relay"}, `channel name "sse_relay" is reserved`},
+		{rd, []string{"sse-relay:{orders}"}, `channel name "sse-relay:{orders}" is reserved`},
+		{rd, []string{"sse-relay"}, "sse-relay"},
 		{rd, []string{"Orders,orders"}, "Orders|orders"},
 		{pg, nil, ""},
 	}

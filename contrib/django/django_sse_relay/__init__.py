@@ -49,6 +49,8 @@ def check_channel(channel, backend=None):
         channel.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("channel %r is not valid UTF-8" % (channel,))
+    if channel == "sse_relay" or channel.startswith("sse-relay:"):
+        raise ValueError("channel %r is reserved for the relay's event log" % (channel,))
     for ch in channel:
         if ch.isspace() or unicodedata.category(ch) == "Cc" or ch in _FORBIDDEN:
             raise ValueError("channel %r has a character the relay refuses: %r" % (channel, ch))
