@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
 	"github.com/sse-relay/caddy-sse-relay/hub"
 )
 
@@ -220,4 +223,47 @@ func TestFanOutMemoryHTTPPublish(t *testing.T) {
 			t.Fatalf("publish: %d %s", code, body)
 		}
 	}, nil)
+}
+
+// TestHistoryAcrossBrokerOutage: with history, an event published while
+// the relay's broker connection is gone reaches the open stream once the
+// connection is back, with no reset: the relay goes on from the log.
+func TestHistoryAcrossBrokerOutage(t *testing.T) {
+	ctx := context.Background()
+	for name, url := range historyBrokers(t) {
+		t.Run(name, func(t *testing.T) {
+			load(t, historySite(url, ""))
+			ch := uniq("out")
+			c := subscribe(t, "/a/"+ch)
+			post(t, "/a/"+ch, "before")
+			if ev := c.next(t); ev.Data != "before" {
+				t.Fatalf("got %+v", ev)
+			}
+			if name == "postgres" {
+				// Terminate the relays' connections, and publish before
+				// they can be back.
+				admin := pgConn(t)
+				pgExec(t, admin, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'caddy-sse-relay'`)
+				pgExec(t, admin, `SELECT sse_relay.publish($1, 'during')`, ch)
+			} else {
+				// Kill the pub/sub connections and publish in one round trip.
+				rc := redisClient(t)
+				if _, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error {
+					p.ClientKillByFilter(ctx, "TYPE", "pubsub")
+					p.FCall(ctx, "sse_relay_publish", []string{broker.RedisLogKey(ch)}, "during", 100, 0)
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if ev := c.next(t); ev.Data != "during" {
+				t.Fatalf("after the outage: %+v, want the event published during it", ev)
+			}
+			post(t, "/a/"+ch, "after")
+			if ev := c.next(t); ev.Data != "after" {
+				t.Fatalf("got %+v", ev)
+			}
+			c.nothing(t, 300*time.Millisecond)
+		})
+	}
 }

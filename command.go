@@ -21,8 +21,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "sse-relay",
-		Usage: "notify|token [flags]",
-		Short: "Publishes an event or mints a subscriber token for sse_relay",
+		Usage: "notify|token|schema [flags]",
+		Short: "Publishes an event, mints a subscriber token or sets up the event log for sse_relay",
 		Long: `
 notify publishes one event through a broker, as a Django app would:
 
@@ -32,9 +32,16 @@ notify publishes one event through a broker, as a Django app would:
 token mints a subscriber JWT for handlers with jwt_secret:
 
   caddy sse-relay token --secret "$SSE_RELAY_JWT_SECRET" --channel user.42 --channel 'tenant.7.*' --ttl 1h
+
+schema prints, or applies, what the event log (history) needs: on
+PostgreSQL the sse_relay schema, on Redis the sse_relay function library:
+
+  caddy sse-relay schema > sse_relay.sql
+  caddy sse-relay schema --apply --broker postgres://owner@db/app
+  caddy sse-relay schema --apply --broker redis://localhost:6379
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(notifyCommand(), tokenCommand())
+			cmd.AddCommand(notifyCommand(), tokenCommand(), schemaCommand())
 		},
 	})
 }
@@ -42,8 +49,9 @@ token mints a subscriber JWT for handlers with jwt_secret:
 func notifyCommand() *cobra.Command {
 	var brokerURL, channel, event, id, data string
 	var retry int
+	var history broker.History
 	c := &cobra.Command{
-		Use:   "notify --broker URL --channel C [--event E] [--id I] [--retry MS] [--data D | --data -]",
+		Use:   "notify --broker URL --channel C [--event E] [--id I] [--retry MS] [--history N [--history-max-age D]] [--data D | --data -]",
 		Short: "Publish one event through a broker",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if brokerURL == "" || channel == "" {
@@ -60,7 +68,7 @@ func notifyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return notify(brokerURL, channel, payload)
+			return notify(brokerURL, channel, payload, history)
 		},
 	}
 	f := c.Flags()
@@ -70,6 +78,8 @@ func notifyCommand() *cobra.Command {
 	f.StringVar(&id, "id", "", "SSE event id")
 	f.IntVar(&retry, "retry", 0, "SSE retry, in milliseconds")
 	f.StringVar(&data, "data", "", "event data; - reads standard input")
+	f.IntVar(&history.Count, "history", 0, "publish through the event log, as handlers with `history N` read it (Redis trims each stream to N)")
+	f.DurationVar(&history.MaxAge, "history-max-age", 0, "with --history on Redis: trim entries older than this")
 	return c
 }
 
@@ -96,11 +106,11 @@ func notifyPayload(event, id, data string, retry int, withRetry bool) ([]byte, e
 	return b, nil
 }
 
-func notify(brokerURL, channel string, payload []byte) error {
+func notify(brokerURL, channel string, payload []byte, history broker.History) error {
 	if strings.HasPrefix(brokerURL, "memory:") {
 		return errors.New("the memory broker lives inside one Caddy process; publish with POST to its sse_relay route instead")
 	}
-	b, err := broker.Open(brokerURL, nil, broker.History{})
+	b, err := broker.Open(brokerURL, nil, history)
 	if err != nil {
 		return err
 	}
@@ -123,6 +133,39 @@ func notify(brokerURL, channel string, payload []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return b.Publish(ctx, []string{channel}, payload)
+}
+
+func schemaCommand() *cobra.Command {
+	var brokerURL string
+	var apply bool
+	c := &cobra.Command{
+		Use:   "schema [--apply --broker URL]",
+		Short: "Print or apply what the event log (history) needs",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !apply {
+				if strings.HasPrefix(brokerURL, "redis") {
+					fmt.Fprint(cmd.OutOrStdout(), broker.RedisFunction)
+					return nil
+				}
+				fmt.Fprint(cmd.OutOrStdout(), broker.PostgresSchema)
+				return nil
+			}
+			if brokerURL == "" {
+				return errors.New("--apply needs --broker")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := broker.ApplySchema(ctx, brokerURL); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "event log ready on %s\n", broker.Redact(brokerURL))
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&brokerURL, "broker", "", "broker URL: postgres:// prints or applies the SQL, redis:// the function library")
+	f.BoolVar(&apply, "apply", false, "apply it to --broker instead of printing it")
+	return c
 }
 
 type discard struct{}

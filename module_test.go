@@ -90,3 +90,23 @@ func TestEmptyPlaceholderRefused(t *testing.T) {
 		t.Fatalf("after the refused loads: %d, want 401", code)
 	}
 }
+
+// TestHistoryNeedsItsSchema: history on a Postgres without the sse_relay
+// schema is refused at config time, with the command that creates it;
+// history on memory:// is refused too, and so is a max age of 0.
+func TestHistoryNeedsItsSchema(t *testing.T) {
+	load(t, site(""))
+	admin := pgConn(t)
+	pgExec(t, admin, `DROP DATABASE IF EXISTS nolog`)
+	pgExec(t, admin, `CREATE DATABASE nolog`)
+	nolog := strings.Replace(servers.PG(t).URL(), "/postgres?", "/nolog?", 1)
+	for config, want := range map[string]string{
+		site("broker " + nolog + "\nhistory 10"):    "caddy sse-relay schema --apply",
+		site("history 10"):                          "history needs a broker that can keep it",
+		site("broker " + nolog + "\nhistory 10 0s"): "want a positive max age",
+	} {
+		if body := loadFails(t, config); !strings.Contains(body, want) {
+			t.Errorf("refused with %q, want it to say %q", body, want)
+		}
+	}
+}

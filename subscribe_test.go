@@ -1,6 +1,7 @@
 package sserelay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -334,5 +335,193 @@ func TestTakeOverBehindLogAndEncode(t *testing.T) {
 	_ = pprof.Lookup("goroutine").WriteTo(&prof, 1)
 	if strings.Contains(prof.String(), "readUntilClosed") {
 		t.Fatal("streams have reading goroutines: the hang-up watcher did not get their sockets")
+	}
+}
+
+// historySite serves the same broker, with history, on two routes with
+// different hub options: two relays, each with its own connection and
+// hub, as two nodes would have.
+func historySite(brokerURL, extra string) string {
+	route := func(path string, replay int) string {
+		return fmt.Sprintf("\tsse_relay %s {\n\t\tbroker %s\n\t\thistory 100\n\t\treplay %d\n\t\tpublish_key k\n%s\n\t}\n", path, brokerURL, replay, extra)
+	}
+	return "http://localhost:9080 {\n" + route("/a/*", 100) + route("/b/*", 101) + "\trespond \"not events\"\n}\n"
+}
+
+// historyBrokers are the brokers that keep history, the Postgres one with
+// its schema applied.
+func historyBrokers(t *testing.T) map[string]string {
+	pgExec(t, pgConn(t), broker.PostgresSchema)
+	return map[string]string{"postgres": servers.PG(t).URL(), "redis": servers.Redis(t).URL()}
+}
+
+// uniq is a channel name no earlier run used: logs outlive a test.
+func uniq(prefix string) string { return fmt.Sprintf("%s%d", prefix, time.Now().UnixNano()) }
+
+func post(t *testing.T, path, body string) {
+	t.Helper()
+	if code, _, resp := do(t, "POST", path, body, "Authorization", "Bearer k"); code != 202 {
+		t.Fatalf("POST %s: %d %s", path, code, resp)
+	}
+}
+
+// TestHistoryResumesOnAnotherNode: with history, a stream's Last-Event-ID
+// is a cursor any node resumes from: a stream of one channel and one of
+// three channels each close on one relay and resume on another that never
+// saw them, getting everything published meanwhile once, in order per
+// channel, with no reset; resuming on the first relay (from its ring) does
+// the same.
+func TestHistoryResumesOnAnotherNode(t *testing.T) {
+	for name, url := range historyBrokers(t) {
+		t.Run(name, func(t *testing.T) {
+			load(t, historySite(url, ""))
+			one := uniq("one")
+			c := subscribe(t, "/a/"+one)
+			for i := range 5 {
+				post(t, "/a/"+one, fmt.Sprint("e", i))
+			}
+			c.next(t)
+			_, id := idOf(t, c)
+			c.Close()
+			for i := 5; i < 8; i++ {
+				post(t, "/b/"+one, fmt.Sprint("e", i))
+			}
+			for _, node := range []string{"/b/", "/a/"} {
+				r := subscribe(t, node+one, "Last-Event-ID", id)
+				for i := 2; i < 8; i++ {
+					if ev := r.next(t); ev.Data != fmt.Sprint("e", i) || ev.Name == hub.ResetEvent {
+						t.Fatalf("resume on %s: got %+v, want e%d", node, ev, i)
+					}
+				}
+				r.nothing(t, 300*time.Millisecond)
+				r.Close()
+			}
+
+			x, y, z := uniq("x"), uniq("y"), uniq("z")
+			three := "?channel=" + x + "," + y + "," + z
+			c = subscribe(t, "/a/"+three)
+			for _, p := range [][2]string{{x, "x0"}, {y, "y0"}, {z, "z0"}, {x, "x1"}} {
+				post(t, "/a/"+p[0], p[1])
+			}
+			c.next(t)
+			_, id = idOf(t, c)
+			c.Close()
+			post(t, "/a/"+y, "y1")
+			post(t, "/b/"+z, "z1")
+			r := subscribe(t, "/b/"+three, "Last-Event-ID", id)
+			got := map[string][]string{}
+			for range 4 { // it had x0 and y0
+				ev, err := r.Next(10 * time.Second)
+				if err != nil {
+					t.Fatalf("resumed from %q: after %v: %v", id, got, err)
+				}
+				if ev.Name == hub.ResetEvent {
+					t.Fatalf("reset %+v", ev)
+				}
+				got[ev.Data[:1]] = append(got[ev.Data[:1]], ev.Data)
+			}
+			r.nothing(t, 300*time.Millisecond)
+			if fmt.Sprint(got) != "map[x:[x1] y:[y1] z:[z0 z1]]" {
+				t.Fatalf("three channels resumed on another node: %v", got)
+			}
+		})
+	}
+}
+
+// TestHistoryCommitOrder: two transactions publish through the log and
+// commit in the reverse order of their ids; a stream that resumes on
+// another node between the two commits gets both, once, as does a stream
+// that was open all along.
+func TestHistoryCommitOrder(t *testing.T) {
+	url := historyBrokers(t)["postgres"]
+	load(t, historySite(url, ""))
+	ch := uniq("co")
+	open := subscribe(t, "/a/"+ch)
+	post(t, "/a/"+ch, "before")
+	_, id := idOf(t, open)
+	ctx := context.Background()
+	first, second := pgConn(t), pgConn(t)
+	txA, _ := first.Begin(ctx)
+	txB, _ := second.Begin(ctx)
+	pgExec(t, first, `SELECT sse_relay.publish($1, 'a')`, ch)
+	pgExec(t, second, `SELECT sse_relay.publish($1, 'b')`, ch)
+	if err := txB.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resumed := subscribe(t, "/b/"+ch, "Last-Event-ID", id)
+	resumed.nothing(t, 300*time.Millisecond)
+	if err := txA.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*sseClient{open, resumed} {
+		if a, b := s.next(t), s.next(t); a.Data != "a" || b.Data != "b" {
+			t.Fatalf("got %+v then %+v, want a then b", a, b)
+		}
+		s.nothing(t, 300*time.Millisecond)
+	}
+}
+
+// TestHistoryExpiredCursor: a cursor older than what the log keeps gets
+// a reset naming the channel and the reason, then what the log still has.
+func TestHistoryExpiredCursor(t *testing.T) {
+	for name, url := range historyBrokers(t) {
+		t.Run(name, func(t *testing.T) {
+			load(t, historySite(url, ""))
+			ch := uniq("exp")
+			c := subscribe(t, "/a/"+ch)
+			post(t, "/a/"+ch, "first")
+			_, id := idOf(t, c)
+			// Redis trims a whole node of a stream at a time: publish
+			// enough to drop one. Postgres trims when a node runs
+			// retention; run it now instead of waiting for it.
+			for i := range 250 {
+				post(t, "/a/"+ch, fmt.Sprint("more ", i))
+			}
+			if name == "postgres" {
+				pgExec(t, pgConn(t), `SELECT sse_relay.trim(100, NULL)`)
+			}
+			r := subscribe(t, "/b/"+ch, "Last-Event-ID", id)
+			ev := r.next(t)
+			if ev.Name != hub.ResetEvent || !strings.Contains(ev.Data, `"expired"`) || !strings.Contains(ev.Data, ch) {
+				t.Fatalf("resume from a trimmed position: %+v, want a reset with reason expired", ev)
+			}
+			if ev := r.next(t); !strings.HasPrefix(ev.Data, "more ") {
+				t.Fatalf("after the reset: %+v", ev)
+			}
+		})
+	}
+}
+
+// TestHistoryUnknownCursor: a Last-Event-ID that is not a cursor gets a
+// reset with reason unknown-id, then live events.
+func TestHistoryUnknownCursor(t *testing.T) {
+	load(t, historySite(historyBrokers(t)["redis"], ""))
+	ch := uniq("unk")
+	for _, id := range []string{"nonsense", "1-2,3-4", "abc-def"} {
+		r := subscribe(t, "/a/"+ch, "Last-Event-ID", id)
+		if ev := r.next(t); ev.Name != hub.ResetEvent || !strings.Contains(ev.Data, "unknown-id") {
+			t.Fatalf("Last-Event-ID %q: %+v", id, ev)
+		}
+		post(t, "/a/"+ch, "live")
+		if ev := r.next(t); ev.Data != "live" {
+			t.Fatalf("after the reset: %+v", ev)
+		}
+		r.Close()
+	}
+}
+
+// TestHistoryLargePayloadOnPostgres: with history, a Postgres payload is
+// no longer bound by NOTIFY's 8000 bytes; the cap is the relay's 64 KiB.
+func TestHistoryLargePayloadOnPostgres(t *testing.T) {
+	load(t, historySite(historyBrokers(t)["postgres"], ""))
+	ch := uniq("big")
+	c := subscribe(t, "/a/"+ch)
+	big := strings.Repeat("x", 20000)
+	post(t, "/a/"+ch, big)
+	if ev := c.next(t); ev.Data != big {
+		t.Fatalf("got %d bytes", len(ev.Data))
+	}
+	if code, _, _ := do(t, "POST", "/a/"+ch, strings.Repeat("x", 65<<10), "Authorization", "Bearer k"); code != 413 {
+		t.Fatalf("65 KiB: %d, want 413", code)
 	}
 }

@@ -91,3 +91,28 @@ type LogDepth struct {
 
 // ErrNoHistory means the broker keeps no log.
 var ErrNoHistory = errors.New("this broker keeps no history")
+
+// ApplySchema creates what the log needs where rawURL points: on Postgres
+// the sse_relay schema (its owner is whoever applies it), on Redis the
+// function library.
+func ApplySchema(ctx context.Context, rawURL string) error {
+	b, err := Open(rawURL, nil, History{Count: 1})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	switch l := b.Log().(type) {
+	case *pgLog:
+		pool, err := l.readers()
+		if err != nil {
+			return err
+		}
+		if _, err := pool.Exec(ctx, PostgresSchema); err != nil {
+			return fmt.Errorf("applying the sse_relay schema: %w", err)
+		}
+		return nil
+	case *redisLog:
+		return l.load(ctx)
+	}
+	return ErrNoHistory
+}

@@ -167,12 +167,12 @@ func (s *Subscription) CatchUp(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, resumeTimeout)
 	defer cancel()
 	if s.cursor == nil {
+		for _, f := range s.cursorProblem {
+			s.Backlog = append(s.Backlog, f.Bytes)
+		}
 		return s.startAtHead(ctx)
 	}
 	var frames []*Frame
-	if len(s.cursorProblem) > 0 {
-		frames = append(frames, s.cursorProblem...)
-	}
 	cached, missing := h.cachedSince(s.channels, s.cursor)
 	var read []entry
 	if len(missing) > 0 {
