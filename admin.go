@@ -1,6 +1,7 @@
 package sserelay
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/sse-relay/caddy-sse-relay/broker"
 	"github.com/sse-relay/caddy-sse-relay/hub"
 )
 
@@ -46,7 +48,39 @@ type brokerStats struct {
 	Queued         uint64            `json:"frames_queued"`
 	DroppedSlow    uint64            `json:"dropped_slow"`
 	Refused        uint64            `json:"payloads_refused"`
+	Resets         map[string]uint64 `json:"resets"` // reset events sent, by reason
+	History        *historyStats     `json:"history,omitempty"`
 	Channels       []hub.ChannelStat `json:"channels"`
+}
+
+// historyStats describes a relay's event log.
+type historyStats struct {
+	Count     int             `json:"count"`
+	MaxAge    string          `json:"max_age,omitempty"`
+	Depth     broker.LogDepth `json:"depth"`
+	DepthErr  string          `json:"depth_error,omitempty"`
+	Backfills uint64          `json:"backfills"` // resumes that read the log
+	Expired   uint64          `json:"expired"`   // resumes from a position the log no longer holds
+}
+
+// logStats reads what r's log holds, within a short time.
+func logStats(r *relay, hs hub.Stats) *historyStats {
+	log := r.broker.Log()
+	if log == nil {
+		return nil
+	}
+	out := &historyStats{Count: r.history.Count, Backfills: hs.Backfills, Expired: hs.Expired}
+	if r.history.MaxAge > 0 {
+		out.MaxAge = r.history.MaxAge.String()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	d, err := log.Depth(ctx)
+	out.Depth = d
+	if err != nil {
+		out.DepthErr = err.Error()
+	}
+	return out
 }
 
 type stats struct {
@@ -69,7 +103,7 @@ func collectStats() stats {
 			URL: r.url, State: "disconnected", Since: st.Since, Reconnects: st.Reconnects,
 			EventsReceived: r.received.Load(), Streams: r.openStreams(), Replay: r.replay,
 			ReplayBytes: hs.ReplayBytes, Queued: hs.Queued, DroppedSlow: hs.Dropped,
-			Refused: hs.Refused, Channels: r.hub.ChannelStats(),
+			Refused: hs.Refused, Resets: hs.Resets, History: logStats(r, hs), Channels: r.hub.ChannelStats(),
 		}
 		if st.Connected {
 			b.State = "connected"

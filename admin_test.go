@@ -114,3 +114,61 @@ func TestMetricsStatsHealth(t *testing.T) {
 		t.Fatal("the reconnect was not counted")
 	}
 }
+
+// TestHistoryStats: with history, /sse_relay/stats shows each relay's log
+// (its settings, depth and oldest entry, resumes that read it) and the
+// resets sent by reason, and /metrics exports the same.
+func TestHistoryStats(t *testing.T) {
+	load(t, historySite(historyBrokers(t)["postgres"], ""))
+	ch := uniq("st")
+	c := subscribe(t, "/a/"+ch)
+	post(t, "/a/"+ch, "one")
+	_, id := idOf(t, c)
+	post(t, "/a/"+ch, "two")
+	subscribe(t, "/b/"+ch, "Last-Event-ID", id).next(t) // a resume on a relay that must read the log
+	unknown := subscribe(t, "/b/"+ch, "Last-Event-ID", "not-a-cursor")
+	unknown.next(t)
+
+	code, body := adminGet(t, "/sse_relay/stats")
+	if code != 200 {
+		t.Fatalf("stats: %d", code)
+	}
+	var stats struct {
+		Brokers []struct {
+			Resets  map[string]int `json:"resets"`
+			History *struct {
+				Count int `json:"count"`
+				Depth struct {
+					Entries int       `json:"entries"`
+					Oldest  time.Time `json:"oldest"`
+				} `json:"depth"`
+				Backfills int `json:"backfills"`
+			} `json:"history"`
+		} `json:"brokers"`
+	}
+	if err := json.Unmarshal([]byte(body), &stats); err != nil {
+		t.Fatal(err)
+	}
+	backfills, unknowns := 0, 0
+	for _, b := range stats.Brokers {
+		if b.History == nil || b.History.Count != 100 || b.History.Depth.Entries < 2 || b.History.Depth.Oldest.IsZero() {
+			t.Fatalf("relay without its log's stats:\n%s", body)
+		}
+		backfills += b.History.Backfills
+		unknowns += b.Resets["unknown-id"]
+	}
+	if backfills < 1 || unknowns < 1 {
+		t.Fatalf("backfills %d, unknown-id resets %d:\n%s", backfills, unknowns, body)
+	}
+	_, metricsText := adminGet(t, "/metrics")
+	for _, want := range []string{
+		`caddy_sse_relay_history_backfills_total{broker="postgres://postgres@`,
+		`caddy_sse_relay_history_entries{broker="postgres://postgres@`,
+		`caddy_sse_relay_history_oldest_seconds{broker="postgres://postgres@`,
+		`reason="unknown-id"`,
+	} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

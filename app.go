@@ -51,6 +51,7 @@ type relay struct {
 	hub      *hub.Hub
 	url      string // redacted, for stats and metric labels
 	replay   int
+	history  broker.History
 	received atomic.Uint64 // events the broker handed to the hub
 
 	mu      sync.Mutex
@@ -83,7 +84,7 @@ func loadRelay(url string, history broker.History, opts hub.Options, logger *zap
 		}
 		opts.OnDropped = func() { metrics.dropped.WithLabelValues("slow").Inc() }
 		h := hub.New(b, opts)
-		r := &relay{broker: b, hub: h, url: broker.Redact(url), replay: opts.Replay, perIP: map[string]int{}}
+		r := &relay{broker: b, hub: h, url: broker.Redact(url), replay: opts.Replay, history: history, perIP: map[string]int{}}
 		b.Start(counted{hub: h, received: &r.received})
 		return r, nil
 	})

@@ -85,6 +85,14 @@ var (
 		"Broker connections re-established after a loss.", []string{"broker"}, nil)
 	descConnected = prometheus.NewDesc("caddy_sse_relay_broker_connected",
 		"1 when the broker connection is up.", []string{"broker"}, nil)
+	descResets = prometheus.NewDesc("caddy_sse_relay_resets_total",
+		"Reset events sent (sse-relay-reset), by reason.", []string{"broker", "reason"}, nil)
+	descBackfills = prometheus.NewDesc("caddy_sse_relay_history_backfills_total",
+		"Resumes that read the event log (history).", []string{"broker"}, nil)
+	descLogEntries = prometheus.NewDesc("caddy_sse_relay_history_entries",
+		"Events the log holds (on Redis: of the channels listened to now).", []string{"broker"}, nil)
+	descLogOldest = prometheus.NewDesc("caddy_sse_relay_history_oldest_seconds",
+		"Age of the oldest event the log holds (Postgres).", []string{"broker"}, nil)
 )
 
 // brokerCollector reports every open relay's broker when scraped.
@@ -94,6 +102,10 @@ func (brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descReceived
 	ch <- descReconnects
 	ch <- descConnected
+	ch <- descResets
+	ch <- descBackfills
+	ch <- descLogEntries
+	ch <- descLogOldest
 }
 
 func (brokerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -105,12 +117,24 @@ func (brokerCollector) Collect(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, up, url)
+		for reason, n := range agg.resets {
+			ch <- prometheus.MustNewConstMetric(descResets, prometheus.CounterValue, float64(n), url, reason)
+		}
+		if agg.history != nil {
+			ch <- prometheus.MustNewConstMetric(descBackfills, prometheus.CounterValue, float64(agg.history.Backfills), url)
+			ch <- prometheus.MustNewConstMetric(descLogEntries, prometheus.GaugeValue, float64(agg.history.Depth.Entries), url)
+			if !agg.history.Depth.Oldest.IsZero() {
+				ch <- prometheus.MustNewConstMetric(descLogOldest, prometheus.GaugeValue, time.Since(agg.history.Depth.Oldest).Seconds(), url)
+			}
+		}
 	}
 }
 
 type brokerTotal struct {
 	received uint64
 	state    broker.State
+	resets   map[string]uint64
+	history  *historyStats // of the first relay with history on this URL
 }
 
 // brokerTotals sums the open relays by redacted broker URL (relays with
@@ -122,6 +146,18 @@ func brokerTotals() map[string]brokerTotal {
 		t, seen := out[r.url]
 		st := r.broker.State()
 		t.received += r.received.Load()
+		hs := r.hub.Stats()
+		for reason, n := range hs.Resets {
+			if t.resets == nil {
+				t.resets = map[string]uint64{}
+			}
+			t.resets[reason] += n
+		}
+		if t.history == nil {
+			t.history = logStats(r, hs)
+		} else if lh := r.broker.Log(); lh != nil {
+			t.history.Backfills += hs.Backfills
+		}
 		t.state.Reconnects += st.Reconnects
 		t.state.Connected = st.Connected && (t.state.Connected || !seen)
 		if st.Since.After(t.state.Since) {

@@ -183,7 +183,7 @@ func (s *Subscription) CatchUp(ctx context.Context) error {
 			return errors.Join(ErrLog, err)
 		}
 		if len(trimmed) > 0 {
-			frames = append(frames, &Frame{Bytes: resetFrame(trimmed, "expired")})
+			frames = append(frames, &Frame{Bytes: h.resetFrame(trimmed, "expired")})
 			h.expired.Add(1)
 		}
 		h.backfills.Add(1)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -79,6 +80,8 @@ type Hub struct {
 	refused   atomic.Uint64
 	backfills atomic.Uint64 // resumes that read the log
 	expired   atomic.Uint64 // resumes from a position the log no longer holds
+	resetsMu  sync.Mutex
+	resets    map[string]uint64 // reset events made, by reason
 }
 
 type topic struct {
@@ -279,7 +282,7 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 		if c, ok := parseCursor(lastEventID, channels, h.opts.Log.GlobalOrder()); ok {
 			s.cursor = &c
 		} else {
-			s.cursorProblem = []*Frame{{Bytes: resetFrame(channels, "unknown-id")}}
+			s.cursorProblem = []*Frame{{Bytes: h.resetFrame(channels, "unknown-id")}}
 		}
 	case h.opts.Replay > 0:
 		s.Backlog = h.replayLocked(channels, lastEventID)
@@ -293,7 +296,7 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 func (h *Hub) replayLocked(channels []string, lastEventID string) [][]byte {
 	after, problem := h.seqOfLocked(channels, lastEventID)
 	if problem != "" {
-		return [][]byte{resetFrame(channels, problem)}
+		return [][]byte{h.resetFrame(channels, problem)}
 	}
 	var entries []entry
 	var unlistened, evicted []string
@@ -310,10 +313,10 @@ func (h *Hub) replayLocked(channels []string, lastEventID string) [][]byte {
 	sort.Slice(entries, func(i, j int) bool { return entries[i].seq < entries[j].seq })
 	out := make([][]byte, 0, len(entries)+2)
 	if len(unlistened) > 0 {
-		out = append(out, resetFrame(unlistened, "not-listened"))
+		out = append(out, h.resetFrame(unlistened, "not-listened"))
 	}
 	if len(evicted) > 0 {
-		out = append(out, resetFrame(evicted, "evicted"))
+		out = append(out, h.resetFrame(evicted, "evicted"))
 	}
 	for _, e := range entries {
 		out = append(out, e.frame)
@@ -532,7 +535,7 @@ func (h *Hub) fanOut(subs []*Subscription, frame *Frame) {
 // client resuming from before it learns of the gap too.
 func (h *Hub) Reset(channels []string, reason string) {
 	for _, ch := range channels {
-		h.emit(ch, nil, resetFrame([]string{ch}, reason), time.Now())
+		h.emit(ch, nil, h.resetFrame([]string{ch}, reason), time.Now())
 	}
 }
 
@@ -595,6 +598,8 @@ type Stats struct {
 	// With history: resumes that read the log, and resumes from a
 	// position the log no longer holds (they got a reset).
 	Backfills, Expired uint64
+	// Resets counts the reset events made, by reason.
+	Resets map[string]uint64
 }
 
 // Stats returns the hub's running totals.
@@ -602,15 +607,25 @@ func (h *Hub) Stats() Stats {
 	h.mu.Lock()
 	replay := h.ringBytes
 	h.mu.Unlock()
+	h.resetsMu.Lock()
+	resets := maps.Clone(h.resets)
+	h.resetsMu.Unlock()
 	return Stats{Queued: h.queued.Load(), Dropped: h.dropped.Load(), Refused: h.refused.Load(), ReplayBytes: replay,
-		Backfills: h.backfills.Load(), Expired: h.expired.Load()}
+		Backfills: h.backfills.Load(), Expired: h.expired.Load(), Resets: resets}
 }
 
 func frameSize(ev *Event) int {
 	return len(ev.ID) + len(ev.Name) + len(ev.Data) + len(ev.Comment) + 48
 }
 
-func resetFrame(channels []string, reason string) []byte {
+// resetFrame is the reset event for channels, counted by reason.
+func (h *Hub) resetFrame(channels []string, reason string) []byte {
+	h.resetsMu.Lock()
+	if h.resets == nil {
+		h.resets = map[string]uint64{}
+	}
+	h.resets[reason]++
+	h.resetsMu.Unlock()
 	data, _ := json.Marshal(struct {
 		Channels []string `json:"channels"`
 		Reason   string   `json:"reason"`
