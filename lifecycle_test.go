@@ -12,73 +12,8 @@ import (
 	"time"
 
 	"github.com/sse-relay/caddy-sse-relay/hub"
+	"github.com/sse-relay/caddy-sse-relay/internal/sseclient"
 )
-
-// resumer is a client that reconnects with Last-Event-ID whenever its
-// stream ends, as EventSource does, and keeps every event it got.
-type resumer struct {
-	path       string
-	mu         sync.Mutex
-	data       []string
-	resets     int
-	reconnects int
-	lastID     string
-}
-
-func (r *resumer) run(ctx context.Context, opened *sync.WaitGroup) {
-	first := true
-	for ctx.Err() == nil {
-		r.mu.Lock()
-		last := r.lastID
-		r.mu.Unlock()
-		var hdr []string
-		if last != "" {
-			hdr = []string{"Last-Event-ID", last}
-		}
-		c, err := trySubscribe(r.path, hdr...)
-		if first {
-			opened.Done()
-			first = false
-		}
-		if err != nil || c.Response.StatusCode != 200 {
-			if c != nil {
-				c.Close()
-			}
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
-		stop := context.AfterFunc(ctx, c.Close)
-		for {
-			ev, err := c.Next(0)
-			if err != nil {
-				break
-			}
-			r.mu.Lock()
-			if ev.Name == hub.ResetEvent {
-				r.resets++
-			} else {
-				r.data = append(r.data, ev.Data)
-			}
-			if ev.ID != "" {
-				r.lastID = ev.ID
-			}
-			r.mu.Unlock()
-		}
-		stop()
-		c.Close()
-		if ctx.Err() == nil {
-			r.mu.Lock()
-			r.reconnects++
-			r.mu.Unlock()
-		}
-	}
-}
-
-func (r *resumer) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.data)
-}
 
 // TestReloadUnderLoad: 200 clients that resume with Last-Event-ID, on two
 // channels, while 300 events go out through Postgres at 100/s and the
@@ -93,20 +28,20 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var clients []*resumer
+	var clients []*sseclient.Resumer
 	var opened, done sync.WaitGroup
 	for i := 0; i < 200; i++ {
 		path := "/events/r1"
 		if i%2 == 1 {
 			path = "/events/?channel=r1,r2"
 		}
-		r := &resumer{path: path}
+		r := &sseclient.Resumer{URL: base + path, Client: streamClient, Reset: hub.ResetEvent}
 		clients = append(clients, r)
 		opened.Add(1)
 		done.Add(1)
 		go func() {
 			defer done.Done()
-			r.run(ctx, &opened)
+			r.Run(ctx, opened.Done)
 		}()
 	}
 	opened.Wait()
@@ -133,10 +68,10 @@ func TestReloadUnderLoad(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for _, r := range clients {
 		want := events
-		if r.path == "/events/r1" {
+		if r.URL == base+"/events/r1" {
 			want = events / 2
 		}
-		for r.count() < want && time.Now().Before(deadline) {
+		for r.Count() < want && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
@@ -145,18 +80,21 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	totalReconnects, totalResets := 0, 0
 	for i, r := range clients {
-		var want []string
+		var want, got []string
 		for n := 0; n < events; n++ {
-			if r.path == "/events/r1" && n%2 == 1 {
+			if r.URL == base+"/events/r1" && n%2 == 1 {
 				continue
 			}
 			want = append(want, strconv.Itoa(n))
 		}
-		if got := strings.Join(r.data, ","); got != strings.Join(want, ",") {
-			t.Fatalf("client %d (%s) got %d events, want %d exactly once in order:\n got %s", i, r.path, len(r.data), len(want), got)
+		for _, ev := range r.Events() {
+			got = append(got, ev.Data)
 		}
-		totalReconnects += r.reconnects
-		totalResets += r.resets
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("client %d (%s) got %d events, want %d exactly once in order:\n got %s", i, r.URL, len(got), len(want), strings.Join(got, ","))
+		}
+		totalReconnects += r.Reconnects()
+		totalResets += len(r.Resets())
 	}
 	if totalResets != 0 {
 		t.Fatalf("%d reset signals: nothing was lost, so none should come", totalResets)
