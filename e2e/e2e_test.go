@@ -66,6 +66,7 @@ type node struct {
 	tls       bool          // the site is https:// with Caddy's internal CA
 	global    string        // more global options, such as debug
 	log       string        // the file that takes Caddy's stdout and stderr
+	dir       string        // its Caddyfile, log and data
 	done      chan struct{} // closed when the process has exited
 }
 
@@ -142,39 +143,48 @@ func startNodeWith(t *testing.T, global, site string, tls bool) *node {
 		scheme = "https"
 	}
 	n := &node{admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), base: fmt.Sprintf("%s://127.0.0.1:%d", scheme, httpPort),
-		adminPort: adminPort, httpPort: httpPort, tls: tls, global: global, done: make(chan struct{})}
-	dir := t.TempDir()
-	n.log = filepath.Join(dir, "caddy.log")
-	path := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(n.caddyfile(site)), 0o600); err != nil {
+		adminPort: adminPort, httpPort: httpPort, tls: tls, global: global}
+	n.dir = t.TempDir()
+	n.log = filepath.Join(n.dir, "caddy.log")
+	if err := os.WriteFile(filepath.Join(n.dir, "Caddyfile"), []byte(n.caddyfile(site)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	log, _ := os.Create(n.log)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.cmd = cmd
-	go func() {
-		_ = cmd.Wait()
-		close(n.done)
-	}()
+	n.start(t)
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		_ = n.cmd.Process.Kill()
 		<-n.done
 		if t.Failed() {
 			b, _ := os.ReadFile(n.log)
 			t.Logf("caddy log:\n%s", b)
 		}
 	})
+	return n
+}
+
+// start runs the node's Caddy process (again, after it exited) and waits
+// until it serves.
+func (n *node) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(caddyBin, "run", "--config", filepath.Join(n.dir, "Caddyfile"), "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+n.dir, "XDG_DATA_HOME="+n.dir, "XDG_CONFIG_HOME="+n.dir)
+	log, _ := os.OpenFile(n.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	n.cmd, n.done = cmd, done
+	go func() {
+		_ = cmd.Wait()
+		log.Close()
+		close(done)
+	}()
 	deadline := time.Now().Add(30 * time.Second)
 	// A timeout, because polling a port nobody listens on yet can connect
 	// to itself on loopback and wait forever.
 	poll := &http.Client{Timeout: 2 * time.Second}
 	ready := n.admin + "/config/"
-	if tls {
+	if n.tls {
 		// Up once the internal CA has issued the site's certificate.
 		ready = n.base + "/"
 		poll.Transport = &http.Transport{TLSClientConfig: &cryptotls.Config{InsecureSkipVerify: true}}
@@ -183,7 +193,7 @@ func startNodeWith(t *testing.T, global, site string, tls bool) *node {
 		resp, err := poll.Get(ready)
 		if err == nil {
 			resp.Body.Close()
-			return n
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("caddy did not start: %v", err)
