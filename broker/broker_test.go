@@ -726,3 +726,73 @@ func TestRedisLogAcrossRestart(t *testing.T) {
 
 // fresh is a channel name no earlier run used: the logs outlive a run.
 func fresh(prefix string) string { return fmt.Sprintf("%s%d", prefix, time.Now().UnixNano()) }
+
+// TestLeastPrivilegeHistory: the grants the README gives a relay with
+// history are enough, and no more is asked. Postgres: USAGE on the
+// schema, SELECT on its tables, EXECUTE on trim (retention) and publish
+// (POST publishing). Redis: the pub/sub commands, plus the function and
+// the stream commands on the sse-relay:* keys.
+func TestLeastPrivilegeHistory(t *testing.T) {
+	ctx := context.Background()
+	t.Run("postgres", func(t *testing.T) {
+		pgSchema(t)
+		dropRole := `DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'sse_relay_log') THEN
+			DROP OWNED BY sse_relay_log CASCADE; DROP ROLE sse_relay_log; END IF; END $$`
+		pgExec(t, dropRole)
+		pgExec(t, `CREATE ROLE sse_relay_log LOGIN`)
+		pgExec(t, `GRANT USAGE ON SCHEMA sse_relay TO sse_relay_log;
+			GRANT SELECT ON sse_relay.events, sse_relay.trimmed TO sse_relay_log;
+			GRANT EXECUTE ON FUNCTION sse_relay.trim(integer, interval), sse_relay.publish(text, text) TO sse_relay_log`)
+		t.Cleanup(func() { pgExec(t, dropRole) })
+		u := strings.Replace(servers.PG(t).URL(), "postgres://postgres@", "postgres://sse_relay_log@", 1)
+		b, rec := openHistory(t, u, History{Count: 3})
+		ch := fresh("least")
+		waitReady(t, b.Listen(ch))
+		if err := b.Publish(ctx, []string{ch}, []byte("relay")); err != nil {
+			t.Fatal(err)
+		}
+		pgExec(t, `SELECT sse_relay.publish($1, 'app')`, ch)
+		rec.waitFor(t, "both", func() bool { return len(rec.got) >= 2 })
+		rec.exactly(t, "the minimal role could not read the log or publish", ch+" relay", ch+" app")
+		if got, _, err := b.Log().Read(ctx, map[string]Position{ch: {}}, 10); err != nil || len(got) != 2 {
+			t.Fatalf("read as the minimal role: %d entries, %v", len(got), err)
+		}
+		conn, err := pgx.Connect(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `SELECT sse_relay.trim(3, NULL)`); err != nil {
+			t.Fatalf("retention as the minimal role: %v", err)
+		}
+	})
+	t.Run("redis", func(t *testing.T) {
+		rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis(t).Port)})
+		defer rc.Close()
+		acl := []any{"ACL", "SETUSER", "relaylog", "reset", "on", ">log-pw", "&*", "~sse-relay:*",
+			"+subscribe", "+unsubscribe", "+publish", "+ping", "+multi", "+exec", "+client|setname",
+			"+function|load", "+fcall", "+xadd", "+xtrim", "+time", "+xrange", "+xrevrange", "+xinfo|stream", "+xlen"}
+		if err := rc.Do(ctx, acl...).Err(); err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Do(ctx, "ACL", "DELUSER", "relaylog")
+		u := strings.Replace(servers.Redis(t).URL(), "redis://", "redis://relaylog:log-pw@", 1)
+		b, rec := openHistory(t, u, History{Count: 3, MaxAge: time.Hour})
+		ch := fresh("least")
+		waitReady(t, b.Listen(ch))
+		if err := b.Publish(ctx, []string{ch}, []byte("one")); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Publish(ctx, []string{ch, ch + ".too"}, []byte("both")); err != nil {
+			t.Fatal(err)
+		}
+		rec.waitFor(t, "both", func() bool { return len(rec.got) >= 2 })
+		rec.exactly(t, "the minimal user could not use the log", ch+" one", ch+" both")
+		if got, _, err := b.Log().Read(ctx, map[string]Position{ch: {}}, 10); err != nil || len(got) != 2 {
+			t.Fatalf("read as the minimal user: %d entries, %v", len(got), err)
+		}
+		if _, err := b.Log().Head(ctx, []string{ch}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
