@@ -796,3 +796,67 @@ func TestLeastPrivilegeHistory(t *testing.T) {
 		}
 	})
 }
+
+// TestResyncAtScale: 20,000 listened channels on a server 2 ms away (each
+// way, through a latency proxy) are all listened to again within 10 s of
+// the connection being cut, and the broker counts as connected only once
+// they are: a notify on the last channel arrives as soon as it does.
+func TestResyncAtScale(t *testing.T) {
+	const channels = 20000
+	for _, c := range []struct {
+		name   string
+		target func() (string, string) // address, URL with {addr}
+		notify func(ch string)
+	}{
+		{"postgres", func() (string, string) {
+			u := servers.PG(t).URL()
+			return fmt.Sprintf("127.0.0.1:%d", servers.PG(t).Port), strings.Replace(u, fmt.Sprintf("127.0.0.1:%d", servers.PG(t).Port), "{addr}", 1)
+		}, func(ch string) { pgExec(t, `SELECT pg_notify($1, 'back')`, ch) }},
+		{"redis", func() (string, string) {
+			addr := fmt.Sprintf("127.0.0.1:%d", servers.Redis(t).Port)
+			return addr, strings.Replace(servers.Redis(t).URL(), addr, "{addr}", 1)
+		}, func(ch string) {
+			rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis(t).Port)})
+			defer rc.Close()
+			if err := rc.Publish(context.Background(), ch, "back").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			addr, url := c.target()
+			proxy, err := testsrv.StartLatencyProxy(addr, 2*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer proxy.Close()
+			b, rec := open(t, strings.Replace(url, "{addr}", proxy.Addr(), 1))
+			prefix := fresh("scale")
+			readies := make([]<-chan struct{}, channels)
+			start := time.Now()
+			for i := range readies {
+				readies[i] = b.Listen(fmt.Sprintf("%s.%d", prefix, i))
+			}
+			for _, r := range readies {
+				waitReady(t, r)
+			}
+			t.Logf("%s: %d channels listened in %v", c.name, channels, time.Since(start).Round(time.Millisecond))
+			cut := time.Now()
+			proxy.Cut()
+			for b.Connected() && time.Since(cut) < 10*time.Second {
+				time.Sleep(time.Millisecond)
+			}
+			for !b.Connected() && time.Since(cut) < 20*time.Second {
+				time.Sleep(5 * time.Millisecond)
+			}
+			resync := time.Since(cut)
+			if !b.Connected() || resync > 10*time.Second {
+				t.Fatalf("%s: %d channels not listened again within 10s (%v)", c.name, channels, resync)
+			}
+			last := fmt.Sprintf("%s.%d", prefix, channels-1)
+			c.notify(last)
+			rec.waitFor(t, "the last channel's notify", func() bool { return rec.has(last + " back") })
+			t.Logf("%s: %d channels listened again %v after the cut", c.name, channels, resync.Round(time.Millisecond))
+		})
+	}
+}

@@ -26,6 +26,9 @@ const (
 const (
 	pgPingEvery   = 30 * time.Second
 	pgCallTimeout = 10 * time.Second
+	// pgSyncBatch is how many LISTEN or UNLISTEN statements one round
+	// trip carries.
+	pgSyncBatch = 1000
 )
 
 // postgres is one pgx connection, owned by the goroutine in run.
@@ -122,9 +125,7 @@ func (p *postgres) run(sink Sink) {
 			}
 			continue
 		}
-		p.bo.reset()
-		wasDown := p.outage.connected()
-		err = p.serve(conn, sink, wasDown)
+		err = p.serve(conn, sink)
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = conn.Close(closeCtx)
 		cancel()
@@ -160,13 +161,21 @@ type pgListens struct {
 	routes map[string][]string // Postgres channel -> hub channels
 }
 
-func (p *postgres) serve(conn *pgx.Conn, sink Sink, wasDown bool) error {
+// serve relays on one connection until it fails. The connection counts as
+// up (for health, the outage log and the backoff) only once its first sync
+// has listened to every wanted channel again.
+func (p *postgres) serve(conn *pgx.Conn, sink Sink) error {
 	l := pgListens{have: map[string]bool{}, refs: map[string]int{}, routes: map[string][]string{}}
 	if p.log != nil {
 		if err := p.log.start(p.ctx, conn); err != nil {
 			return err
 		}
 	}
+	if err := p.sync(conn, &l); err != nil {
+		return err
+	}
+	wasDown := p.outage.connected()
+	p.bo.reset()
 	for {
 		if err := p.sync(conn, &l); err != nil {
 			return err
@@ -252,25 +261,25 @@ func (p *postgres) wait(conn *pgx.Conn, poll time.Duration) (*pgconn.Notificatio
 	return nil, nil
 }
 
+// sync brings the connection's LISTENs to the wanted set: the statements
+// go out pgSyncBatch at a time, one round trip and one timeout per batch,
+// so thousands of channels listen again in seconds even with a database a
+// few milliseconds away.
 func (p *postgres) sync(conn *pgx.Conn, l *pgListens) error {
 	add, remove, changed := p.want.diff(l.have)
 	if !changed {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(p.ctx, pgCallTimeout)
-	defer cancel()
+	var stmts []string
 	for _, ch := range add {
 		for _, name := range pgNames(ch) {
 			if l.refs[name] == 0 {
-				if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{name}.Sanitize()); err != nil {
-					return fmt.Errorf("listen %q: %w", name, err)
-				}
+				stmts = append(stmts, "LISTEN "+pgx.Identifier{name}.Sanitize())
 			}
 			l.refs[name]++
 			l.routes[name] = append(l.routes[name], ch)
 		}
 		l.have[ch] = true
-		p.want.markActive(ch)
 	}
 	for _, ch := range remove {
 		for _, name := range pgNames(ch) {
@@ -280,11 +289,23 @@ func (p *postgres) sync(conn *pgx.Conn, l *pgListens) error {
 			}
 			delete(l.refs, name)
 			delete(l.routes, name)
-			if _, err := conn.Exec(ctx, "UNLISTEN "+pgx.Identifier{name}.Sanitize()); err != nil {
-				return fmt.Errorf("unlisten %q: %w", name, err)
-			}
+			stmts = append(stmts, "UNLISTEN "+pgx.Identifier{name}.Sanitize())
 		}
 		delete(l.have, ch)
+	}
+	for len(stmts) > 0 {
+		n := min(len(stmts), pgSyncBatch)
+		ctx, cancel := context.WithTimeout(p.ctx, pgCallTimeout)
+		_, err := conn.Exec(ctx, strings.Join(stmts[:n], ";"))
+		cancel()
+		if err != nil {
+			// The connection goes: the next one listens to the whole set.
+			return fmt.Errorf("listen: %w", err)
+		}
+		stmts = stmts[n:]
+	}
+	for _, ch := range add {
+		p.want.markActive(ch)
 	}
 	return nil
 }

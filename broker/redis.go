@@ -20,7 +20,10 @@ const (
 	RedisMaxChannel = 255
 )
 
-const redisPingEvery = 15 * time.Second
+const (
+	redisPingEvery   = 15 * time.Second
+	redisSyncTimeout = 10 * time.Second
+)
 
 // redisBroker keeps one pub/sub connection. Each connection's life is a
 // generation: a reader (run) and one goroutine that issues SUBSCRIBE and
@@ -144,36 +147,99 @@ func (r *redisBroker) generation(sink Sink) error {
 			r.logger.Error("history: publishing through the log will fail", zap.Error(err))
 		}
 	}
+	have, err := r.resubscribe(ps, sink, r.outage.knownDown())
+	if err != nil {
+		return err
+	}
+	r.outage.connected()
 	r.bo.reset()
-	wasDown := r.outage.connected()
 
 	genCtx, stop := context.WithCancel(r.ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.command(genCtx, ps)
+		r.command(genCtx, ps, have)
 	}()
 	defer func() {
 		stop()
 		wg.Wait()
 	}()
-	// Pub/sub keeps nothing for absent subscribers: after an outage, the
-	// channels wanted across it get a reset once subscribed again, or,
-	// with history, what their streams got meanwhile.
-	var lost map[string]bool
-	if wasDown {
-		lost = map[string]bool{}
-		for _, ch := range r.want.channels() {
-			lost[ch] = true
-		}
-	}
-	return r.read(ps, sink, lost)
+	return r.read(ps, sink)
 }
 
-// command issues SUBSCRIBE and UNSUBSCRIBE as the wanted set changes.
-func (r *redisBroker) command(ctx context.Context, ps *redis.PubSub) {
+// redisSyncBatch is how many channels one SUBSCRIBE of a resync carries.
+const redisSyncBatch = 1000
+
+// resubscribe subscribes the connection to every wanted channel before it
+// counts as up (for health, the outage log and the backoff), a batch at a
+// time. After an outage, pub/sub having kept nothing for absent
+// subscribers, each channel gets what its stream got meanwhile (history)
+// or a reset, before any live message of it.
+func (r *redisBroker) resubscribe(ps *redis.PubSub, sink Sink, wasDown bool) (map[string]bool, error) {
 	have := map[string]bool{}
+	add, _, _ := r.want.diff(have)
+	if r.log != nil && len(add) > 0 {
+		if err := r.log.seed(r.ctx, add); err != nil {
+			return nil, err
+		}
+	}
+	for len(add) > 0 {
+		batch := add[:min(len(add), redisSyncBatch)]
+		add = add[len(batch):]
+		held, err := r.subscribeBatch(ps, batch)
+		if err != nil {
+			return nil, err
+		}
+		if wasDown {
+			if r.log != nil {
+				if err := r.log.backfill(r.ctx, batch, sink); err != nil {
+					return nil, err
+				}
+			} else {
+				sink.Reset(batch, "broker-reconnect")
+			}
+		}
+		for _, m := range held {
+			r.handle(m, sink)
+		}
+		for _, ch := range batch {
+			have[ch] = true
+			r.want.markActive(ch)
+		}
+	}
+	return have, nil
+}
+
+// subscribeBatch subscribes channels and waits for every confirmation,
+// holding the messages that come meanwhile.
+func (r *redisBroker) subscribeBatch(ps *redis.PubSub, channels []string) ([]*redis.Message, error) {
+	names := r.names(channels)
+	if err := ps.Subscribe(r.ctx, names...); err != nil {
+		return nil, err
+	}
+	pending := len(names)
+	var held []*redis.Message
+	for pending > 0 {
+		msg, err := ps.ReceiveTimeout(r.ctx, redisSyncTimeout)
+		if err != nil {
+			return nil, err
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				pending--
+			}
+		case *redis.Message:
+			held = append(held, m)
+		}
+	}
+	return held, nil
+}
+
+// command issues SUBSCRIBE and UNSUBSCRIBE as the wanted set changes
+// after the resync; have is what the connection is subscribed to.
+func (r *redisBroker) command(ctx context.Context, ps *redis.PubSub, have map[string]bool) {
 	for {
 		if add, remove, ok := r.want.diff(have); ok {
 			if len(add) > 0 {
@@ -232,7 +298,7 @@ func logChannel(name string) (string, bool) {
 	return rest[:len(rest)-1], true
 }
 
-func (r *redisBroker) read(ps *redis.PubSub, sink Sink, lost map[string]bool) error {
+func (r *redisBroker) read(ps *redis.PubSub, sink Sink) error {
 	pinged := false
 	for {
 		msg, err := ps.ReceiveTimeout(r.ctx, redisPingEvery)
@@ -250,16 +316,10 @@ func (r *redisBroker) read(ps *redis.PubSub, sink Sink, lost map[string]bool) er
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
-			if ch, ok := logChannel(m.Channel); ok && r.log != nil {
-				r.log.announced(ch, m.Payload, sink)
-				continue
-			}
-			sink.Deliver(m.Channel, []byte(m.Payload))
+			r.handle(m, sink)
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
-				if err := r.subscribed(m.Channel, sink, lost); err != nil {
-					return err
-				}
+				r.subscribed(m.Channel)
 			}
 		case *redis.Pong:
 			pinged = false
@@ -267,30 +327,24 @@ func (r *redisBroker) read(ps *redis.PubSub, sink Sink, lost map[string]bool) er
 	}
 }
 
+// handle hands a message to the sink: an announcement of the log, or a
+// payload published straight on the channel.
+func (r *redisBroker) handle(m *redis.Message, sink Sink) {
+	if ch, ok := logChannel(m.Channel); ok && r.log != nil {
+		r.log.announced(ch, m.Payload, sink)
+		return
+	}
+	sink.Deliver(m.Channel, []byte(m.Payload))
+}
+
 // subscribed marks a hub channel active once its last pub/sub channel is
-// subscribed: its announcements with history, after a backfill of what
-// its stream got while the connection was down; else itself, with a reset
-// after an outage.
-func (r *redisBroker) subscribed(name string, sink Sink, lost map[string]bool) error {
-	ch := name
-	if r.log != nil {
-		var ok bool
-		if ch, ok = logChannel(name); !ok {
-			return nil
-		}
-		if lost[ch] {
-			delete(lost, ch)
-			if err := r.log.backfill(r.ctx, ch, sink); err != nil {
-				return err
-			}
-		}
+// subscribed: with history its announcements, else itself.
+func (r *redisBroker) subscribed(name string) {
+	if r.log == nil {
+		r.want.markActive(name)
+		return
+	}
+	if ch, ok := logChannel(name); ok {
 		r.want.markActive(ch)
-		return nil
 	}
-	r.want.markActive(ch)
-	if lost[ch] {
-		delete(lost, ch)
-		sink.Reset([]string{ch}, "broker-reconnect")
-	}
-	return nil
 }

@@ -123,32 +123,43 @@ func (l *redisLog) advance(channel string, pos Position) bool {
 	return true
 }
 
-// backfill delivers what channel's stream got after the last position
-// handed over, after a reconnect; a stream trimmed past it gets a reset.
-func (l *redisLog) backfill(ctx context.Context, channel string, sink Sink) error {
+// backfill delivers what channels' streams got after the last position
+// handed over, after a reconnect, in one pipeline per page; a stream
+// trimmed past it gets a reset.
+func (l *redisLog) backfill(ctx context.Context, channels []string, sink Sink) error {
+	from := map[string]Position{}
 	l.mu.Lock()
-	from, ok := l.last[channel]
-	l.mu.Unlock()
-	if !ok {
-		return nil
+	for _, ch := range channels {
+		if pos, ok := l.last[ch]; ok {
+			from[ch] = pos
+		}
 	}
-	entries, trimmed, err := l.Read(ctx, map[string]Position{channel: from}, redisLogBatch)
-	for err == nil && len(entries) > 0 {
-		for _, e := range entries {
-			if l.advance(channel, e.Pos) {
-				sink.DeliverEntry(e)
+	l.mu.Unlock()
+	var expired []string
+	for len(from) > 0 {
+		entries, trimmed, err := l.Read(ctx, from, redisLogBatch)
+		if err != nil {
+			return err
+		}
+		if expired == nil {
+			expired = trimmed
+			if len(expired) > 0 {
+				sink.Reset(expired, "expired")
 			}
 		}
-		if len(entries) < redisLogBatch {
-			break
+		count := map[string]int{}
+		for _, e := range entries {
+			count[e.Channel]++
+			if l.advance(e.Channel, e.Pos) {
+				sink.DeliverEntry(e)
+			}
+			from[e.Channel] = e.Pos
 		}
-		entries, _, err = l.Read(ctx, map[string]Position{channel: entries[len(entries)-1].Pos}, redisLogBatch)
-	}
-	if err != nil {
-		return err
-	}
-	if len(trimmed) > 0 {
-		sink.Reset(trimmed, "expired")
+		for ch := range from {
+			if count[ch] < redisLogBatch {
+				delete(from, ch) // read to its end
+			}
+		}
 	}
 	return nil
 }
