@@ -100,7 +100,7 @@ func collectStats() stats {
 		st := r.broker.State()
 		hs := r.hub.Stats()
 		b := brokerStats{
-			URL: r.url, State: "disconnected", Since: st.Since, Reconnects: st.Reconnects,
+			URL: r.label, State: "disconnected", Since: st.Since, Reconnects: st.Reconnects,
 			EventsReceived: r.received.Load(), Streams: r.openStreams(), Replay: r.replay,
 			ReplayBytes: hs.ReplayBytes, Queued: hs.Queued, DroppedSlow: hs.Dropped,
 			Refused: hs.Refused, Resets: hs.Resets, History: logStats(r, hs), Channels: r.hub.ChannelStats(),

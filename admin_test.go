@@ -2,6 +2,7 @@ package sserelay
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -24,7 +25,9 @@ func adminGet(t *testing.T, path string) (int, string) {
 // TestMetricsStatsHealth: the Prometheus metrics, /sse_relay/stats and
 // /sse_relay/health on the admin endpoint, through a broker outage.
 func TestMetricsStatsHealth(t *testing.T) {
-	withPassword := strings.Replace(servers.PG(t).URL(), "postgres@", "postgres:hunter2@", 1)
+	// The password in the user info and as a query value: neither may
+	// show in a label, the stats or a log line.
+	withPassword := strings.Replace(servers.PG(t).URL(), "postgres@", "postgres:hunter2@", 1) + "&password=hunter2"
 	load(t, site("broker "+withPassword+"\nbuffer 1\npublish_key k"))
 	waitStreams(t, 0) // the counts below are this test's alone
 	conn := pgConn(t)
@@ -51,7 +54,7 @@ func TestMetricsStatsHealth(t *testing.T) {
 	text := strings.Join(excerpt, "\n")
 	for _, want := range []string{
 		`caddy_sse_relay_streams_open 2`,
-		`caddy_sse_relay_broker_connected{broker="postgres://postgres:xxxxx@`,
+		fmt.Sprintf(`caddy_sse_relay_broker_connected{broker="postgres://postgres@127.0.0.1:%d/postgres"} 1`, servers.PG(t).Port),
 		// Counters live as long as the process: 1 or more.
 		`caddy_sse_relay_payloads_refused_total{reason="event_has_control_characters"} `,
 		`caddy_sse_relay_publish_to_write_seconds_count`,
@@ -170,5 +173,17 @@ func TestHistoryStats(t *testing.T) {
 		if !strings.Contains(metricsText, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestBrokerName: `broker <url> <name>` names the broker in the stats and
+// the metric labels instead of its URL's label.
+func TestBrokerName(t *testing.T) {
+	load(t, site("broker "+servers.Redis(t).URL()+" sessions"))
+	subscribe(t, "/events/named")
+	_, stats := adminGet(t, "/sse_relay/stats")
+	_, metricsText := adminGet(t, "/metrics")
+	if !strings.Contains(stats, `"url": "sessions"`) || !strings.Contains(metricsText, `caddy_sse_relay_broker_connected{broker="sessions"} 1`) {
+		t.Fatalf("the broker's name is not its label:\n%s", stats)
 	}
 }

@@ -24,6 +24,8 @@ func init() {
 type App struct {
 	// Broker is the default broker URL for handlers that set none.
 	Broker string `json:"broker,omitempty"`
+	// BrokerName names that broker in logs, stats and metric labels.
+	BrokerName string `json:"broker_name,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -49,7 +51,7 @@ var relays = caddy.NewUsagePool()
 type relay struct {
 	broker   broker.Broker
 	hub      *hub.Hub
-	url      string // redacted, for stats and metric labels
+	label    string // the broker's name, or its URL's label: for logs, stats and metrics
 	replay   int
 	history  broker.History
 	received atomic.Uint64 // events the broker handed to the hub
@@ -65,12 +67,16 @@ type relay struct {
 
 // loadRelay returns the relay for url and hub options, opening it if no
 // handler has. Handlers share a relay, and so a connection, when their
-// broker URL and hub options match.
-func loadRelay(url string, history broker.History, opts hub.Options, logger *zap.Logger) (*relay, string, error) {
-	key := fmt.Sprintf("%s|replay=%d|linger=%s|replay_max_bytes=%d|history=%d,%s",
-		url, opts.Replay, opts.Linger, opts.MaxReplayBytes, history.Count, history.MaxAge)
+// broker URL, name and hub options match.
+func loadRelay(url, name string, history broker.History, opts hub.Options, logger *zap.Logger) (*relay, string, error) {
+	key := fmt.Sprintf("%s|name=%s|replay=%d|linger=%s|replay_max_bytes=%d|history=%d,%s",
+		url, name, opts.Replay, opts.Linger, opts.MaxReplayBytes, history.Count, history.MaxAge)
+	label := name
+	if label == "" {
+		label = broker.Label(url)
+	}
 	val, _, err := relays.LoadOrNew(key, func() (caddy.Destructor, error) {
-		b, err := broker.Open(url, logger.Named("broker").With(zap.String("broker", broker.Redact(url))), history)
+		b, err := broker.Open(url, logger.Named("broker").With(zap.String("broker", label)), history)
 		if err != nil {
 			return nil, err
 		}
@@ -84,7 +90,7 @@ func loadRelay(url string, history broker.History, opts hub.Options, logger *zap
 		}
 		opts.OnDropped = func() { metrics.dropped.WithLabelValues("slow").Inc() }
 		h := hub.New(b, opts)
-		r := &relay{broker: b, hub: h, url: broker.Redact(url), replay: opts.Replay, history: history, perIP: map[string]int{}}
+		r := &relay{broker: b, hub: h, label: label, replay: opts.Replay, history: history, perIP: map[string]int{}}
 		b.Start(counted{hub: h, received: &r.received})
 		return r, nil
 	})

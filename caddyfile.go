@@ -31,7 +31,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	sse_relay [<matcher>] {
-//		broker              <url>
+//		broker              <url> [<name>]
 //		channels            <template>
 //		allowed_origins     <origin...>
 //		heartbeat           <duration>
@@ -61,7 +61,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch name {
 		case "broker":
-			h.Broker, err = oneArg(d)
+			h.Broker, h.BrokerName, err = brokerArgs(d)
 		case "channels":
 			h.Channels, err = oneArg(d)
 		case "publish_key":
@@ -124,6 +124,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// brokerArgs reads `broker <url> [<name>]`.
+func brokerArgs(d *caddyfile.Dispenser) (string, string, error) {
+	args := d.RemainingArgs()
+	switch len(args) {
+	case 1:
+		return args[0], "", nil
+	case 2:
+		return args[0], args[1], nil
+	}
+	return "", "", d.ArgErr()
 }
 
 func oneArg(d *caddyfile.Dispenser) (string, error) {
@@ -204,7 +216,7 @@ func sizeArg(d *caddyfile.Dispenser) (int, error) {
 //
 //	{
 //		sse_relay {
-//			broker <url>
+//			broker <url> [<name>]
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
@@ -216,11 +228,10 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "broker":
-			v, err := oneArg(d)
-			if err != nil {
+			var err error
+			if app.Broker, app.BrokerName, err = brokerArgs(d); err != nil {
 				return nil, err
 			}
-			app.Broker = v
 		default:
 			return nil, d.Errf("unknown sse_relay global option %q", d.Val())
 		}

@@ -53,6 +53,9 @@ func TestCaddyfileSubdirectives(t *testing.T) {
 		want        any
 	}{
 		{"broker redis://redis:6379/0", "broker", "redis://redis:6379/0"},
+		{"broker redis://redis:6379/0 cache", "broker_name", "cache"},
+		{"history 10000", "history", float64(10000)},
+		{"history 10000 24h", "history_max_age", float64(24 * 3600e9)},
 		{"channels {http.request.header.X-Sse-Channels}", "channels", "{http.request.header.X-Sse-Channels}"},
 		{"allowed_origins https://a.example.com https://*.example.org", "allowed_origins", []any{"https://a.example.com", "https://*.example.org"}},
 		{"heartbeat 20s", "heartbeat", float64(20e9)},
@@ -95,13 +98,13 @@ func TestCaddyfileSubdirectives(t *testing.T) {
 }
 
 func TestCaddyfileGlobalOptionAndOrder(t *testing.T) {
-	cfg, err := adapt(t, "\tsse_relay {\n\t\tbroker postgres://relay@db/app\n\t}\n", "")
+	cfg, err := adapt(t, "\tsse_relay {\n\t\tbroker postgres://relay@db/app main\n\t}\n", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	apps := cfg["apps"].(map[string]any)
-	if b := apps["sse_relay"].(map[string]any)["broker"]; b != "postgres://relay@db/app" {
-		t.Fatalf("global broker %v", b)
+	if app := apps["sse_relay"].(map[string]any); app["broker"] != "postgres://relay@db/app" || app["broker_name"] != "main" {
+		t.Fatalf("global broker %v", app)
 	}
 	// No order line, yet sse_relay comes before reverse_proxy (and respond).
 	src := "http://localhost:9999 {\n\trespond /x \"x\"\n\treverse_proxy 127.0.0.1:8000\n\tsse_relay /events/*\n}\n"
@@ -123,7 +126,13 @@ func TestCaddyfileMalformed(t *testing.T) {
 	}{
 		{"", "\t\tcolour red", 6},
 		{"", "\t\tbroker", 6},
-		{"", "\t\tbroker a b", 6},
+		{"", "\t\tbroker a b c", 6},
+		{"", "\t\thistory", 6},
+		{"", "\t\thistory 0", 6},
+		{"", "\t\thistory lots", 6},
+		{"", "\t\thistory 10 forever", 6},
+		{"", "\t\thistory 10 1h 2h", 6},
+		{"\tsse_relay {\n\t\tbroker a b c\n\t}\n", "", 4},
 		{"", "\t\theartbeat soon", 6},
 		{"", "\t\theartbeat -1s", 6},
 		{"", "\t\tretry often", 6},

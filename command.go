@@ -126,7 +126,7 @@ func notify(brokerURL, channel string, payload []byte, history broker.History) e
 	deadline := time.Now().Add(10 * time.Second)
 	for !b.Connected() {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("could not connect to %s within 10s", broker.Redact(brokerURL))
+			return fmt.Errorf("could not connect to %s within 10s", broker.Label(brokerURL))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -158,7 +158,7 @@ func schemaCommand() *cobra.Command {
 			if err := broker.ApplySchema(ctx, brokerURL); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "event log ready on %s\n", broker.Redact(brokerURL))
+			fmt.Fprintf(cmd.OutOrStdout(), "event log ready on %s\n", broker.Label(brokerURL))
 			return nil
 		},
 	}

@@ -143,7 +143,7 @@ func brokerTotals() map[string]brokerTotal {
 	out := map[string]brokerTotal{}
 	relays.Range(func(_, v any) bool {
 		r := v.(*relay)
-		t, seen := out[r.url]
+		t, seen := out[r.label]
 		st := r.broker.State()
 		t.received += r.received.Load()
 		hs := r.hub.Stats()
@@ -163,7 +163,7 @@ func brokerTotals() map[string]brokerTotal {
 		if st.Since.After(t.state.Since) {
 			t.state.Since = st.Since
 		}
-		out[r.url] = t
+		out[r.label] = t
 		return true
 	})
 	return out

@@ -50,6 +50,11 @@ type Handler struct {
 	// Every handler on the same URL shares one connection.
 	Broker string `json:"broker,omitempty"`
 
+	// BrokerName names the broker in logs, /sse_relay/stats and metric
+	// labels. Default: a label built from the URL (scheme, user, host,
+	// port, database; never a password or query string).
+	BrokerName string `json:"broker_name,omitempty"`
+
 	// Channels is a placeholder template giving a comma-separated channel
 	// list, e.g. {http.request.header.X-Sse-Channels}. Default: every
 	// `channel` query value, else the last path segment.
@@ -168,11 +173,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.brokerURL, err = setting("broker", h.Broker, repl); err != nil {
 		return err
 	}
+	brokerName := h.BrokerName
 	if h.brokerURL == "" {
 		if app, err := ctx.AppIfConfigured("sse_relay"); err == nil && app != nil {
 			if h.brokerURL, err = setting("sse_relay broker", app.(*App).Broker, repl); err != nil {
 				return err
 			}
+			brokerName = app.(*App).BrokerName
 		}
 	}
 	if h.brokerURL == "" {
@@ -194,7 +201,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	history := broker.History{Count: h.History, MaxAge: time.Duration(h.HistoryMaxAge)}
-	h.relay, h.relayKey, err = loadRelay(h.brokerURL, history, hub.Options{
+	h.relay, h.relayKey, err = loadRelay(h.brokerURL, brokerName, history, hub.Options{
 		Replay:         *h.Replay,
 		Linger:         time.Duration(*h.Linger),
 		MaxReplayBytes: h.ReplayMaxBytes,

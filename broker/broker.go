@@ -8,12 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/url"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 )
 
@@ -82,11 +85,9 @@ func Open(rawURL string, logger *zap.Logger, history History) (Broker, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("broker URL: %w", err)
-	}
-	switch strings.ToLower(u.Scheme) {
+	// Not url.Parse: its errors quote the whole URL, password and all.
+	scheme, _, _ := strings.Cut(rawURL, "://")
+	switch strings.ToLower(scheme) {
 	case "postgres", "postgresql":
 		return newPostgres(rawURL, logger, history)
 	case "redis", "rediss":
@@ -97,22 +98,42 @@ func Open(rawURL string, logger *zap.Logger, history History) (Broker, error) {
 		}
 		return newMemory(), nil
 	default:
-		return nil, fmt.Errorf("broker URL %q: scheme must be postgres, postgresql, redis, rediss or memory", Redact(rawURL))
+		return nil, fmt.Errorf("broker URL %s: scheme must be postgres, postgresql, redis, rediss or memory", Label(rawURL))
 	}
 }
 
-// Redact hides the password of a broker URL, for logs and errors.
-func Redact(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "(unparsable URL)"
+// Label names the broker at rawURL in logs, errors, stats and metric
+// labels. It is built from the parsed configuration (scheme, user, host,
+// port, database) and never from the URL's text, so no password reaches
+// it, whether in the user info, a query value (password=, sslpassword=)
+// or an unencoded character that makes the URL parse oddly.
+func Label(rawURL string) string {
+	scheme, _, _ := strings.Cut(rawURL, "://")
+	switch scheme = strings.ToLower(scheme); scheme {
+	case "postgres", "postgresql":
+		cfg, err := pgconn.ParseConfig(rawURL)
+		if err != nil {
+			return scheme + "://(unparsable)"
+		}
+		user := ""
+		if cfg.User != "" {
+			user = cfg.User + "@"
+		}
+		return fmt.Sprintf("%s://%s%s/%s", scheme, user, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), cfg.Database)
+	case "redis", "rediss":
+		opt, err := redis.ParseURL(rawURL)
+		if err != nil {
+			return scheme + "://(unparsable)"
+		}
+		user := ""
+		if opt.Username != "" {
+			user = opt.Username + "@"
+		}
+		return fmt.Sprintf("%s://%s%s/%d", scheme, user, opt.Addr, opt.DB)
+	case "memory":
+		return "memory://"
 	}
-	out := u.Redacted()
-	if u.Host == "" && strings.HasPrefix(rawURL, u.Scheme+"://") && !strings.HasPrefix(out, u.Scheme+"://") {
-		// url drops an empty authority: keep memory:// as written.
-		out = u.Scheme + "://" + strings.TrimPrefix(out, u.Scheme+":")
-	}
-	return out
+	return "(unknown broker)"
 }
 
 // wantSet is the set of channels that should be listened to, kept by

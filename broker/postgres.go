@@ -51,7 +51,7 @@ type publishReq struct {
 func newPostgres(rawURL string, logger *zap.Logger, history History) (*postgres, error) {
 	cfg, err := pgx.ParseConfig(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("postgres broker URL %q: %w", Redact(rawURL), err)
+		return nil, fmt.Errorf("postgres broker URL %s: %w", Label(rawURL), err)
 	}
 	if _, set := cfg.RuntimeParams["application_name"]; !set {
 		cfg.RuntimeParams["application_name"] = "caddy-sse-relay"

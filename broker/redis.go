@@ -38,7 +38,8 @@ type redisBroker struct {
 func newRedis(rawURL string, logger *zap.Logger, history History) (*redisBroker, error) {
 	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("redis broker URL %q: %w", Redact(rawURL), err)
+		// go-redis's error quotes the URL, password and all.
+		return nil, fmt.Errorf("redis broker URL %s is not valid: percent-encode a password with ?, #, @ or / in it", Label(rawURL))
 	}
 	opt.ClientName = "caddy-sse-relay"
 	// RESP2: pub/sub replies are plain arrays, read only by our reader.
