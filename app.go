@@ -56,6 +56,8 @@ type relay struct {
 	history  broker.History
 	received atomic.Uint64 // events the broker handed to the hub
 
+	newChannels channelRate // channels new to the hub, per client address and minute
+
 	mu      sync.Mutex
 	streams int
 	perIP   map[string]int
@@ -69,8 +71,8 @@ type relay struct {
 // handler has. Handlers share a relay, and so a connection, when their
 // broker URL, name and hub options match.
 func loadRelay(url, name string, history broker.History, opts hub.Options, logger *zap.Logger) (*relay, string, error) {
-	key := fmt.Sprintf("%s|name=%s|replay=%d|linger=%s|replay_max_bytes=%d|history=%d,%s",
-		url, name, opts.Replay, opts.Linger, opts.MaxReplayBytes, history.Count, history.MaxAge)
+	key := fmt.Sprintf("%s|name=%s|replay=%d|linger=%s|replay_max_bytes=%d|channels=%d|history=%d,%s",
+		url, name, opts.Replay, opts.Linger, opts.MaxReplayBytes, opts.ChannelCap, history.Count, history.MaxAge)
 	label := name
 	if label == "" {
 		label = broker.Label(url)
@@ -158,6 +160,29 @@ func (r *relay) admit(ip string, max, maxPerIP int) (release func(), err error) 
 	r.streams++
 	r.perIP[ip]++
 	return func() { r.release(ip) }, nil
+}
+
+// channelRate counts, per client address, the channels its streams added
+// to the hub in the current minute.
+type channelRate struct {
+	mu     sync.Mutex
+	minute time.Time
+	counts map[string]int
+}
+
+// allow counts n new channels for ip and reports whether that stays
+// within limit for this minute.
+func (c *channelRate) allow(ip string, n, limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := time.Now().Truncate(time.Minute); !now.Equal(c.minute) {
+		c.minute, c.counts = now, map[string]int{}
+	}
+	if c.counts[ip]+n > limit {
+		return false
+	}
+	c.counts[ip] += n
+	return true
 }
 
 func (r *relay) openStreams() int {

@@ -48,6 +48,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		jwt_cookie          <name>
 //		max_connections     <count>
 //		max_connections_per_ip <count>
+//		max_channels_total  <count>
+//		max_new_channels_per_ip <count>
 //		write_timeout       <duration>
 //		reload_close_window <duration>
 //	}
@@ -76,6 +78,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.MaxConnections, err = countArg(d, 1)
 		case "max_connections_per_ip":
 			h.MaxConnectionsPerIP, err = countArg(d, 1)
+		case "max_channels_total":
+			h.MaxChannelsTotal, err = countArg(d, 1)
+		case "max_new_channels_per_ip":
+			h.MaxNewChannelsPerIP, err = countArg(d, 1)
 		case "allowed_origins":
 			origins := d.RemainingArgs()
 			if len(origins) == 0 {

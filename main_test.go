@@ -64,8 +64,13 @@ func load(t *testing.T, config string) {
 	}
 }
 
-// site wraps handler lines into a site serving /events/*.
+// site wraps handler lines into a site serving /events/*. Every test
+// comes from one address, so the new-channel rate is raised unless the
+// lines set it.
 func site(lines string) string {
+	if !strings.Contains(lines, "max_new_channels_per_ip") {
+		lines += "\n\t\tmax_new_channels_per_ip 1000000"
+	}
 	return "http://localhost:9080 {\n\tsse_relay /events/* {\n" + lines + "\n\t}\n\trespond \"not events\"\n}\n"
 }
 

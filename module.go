@@ -37,6 +37,8 @@ const (
 	DefaultReloadCloseWindow = 5 * time.Second
 	DefaultMaxConnections    = 10000
 	DefaultMaxConnectionsIP  = 1024
+	DefaultMaxChannelsTotal  = 50000
+	DefaultNewChannelsPerIP  = 1000
 	// listenWait bounds how long a new stream waits for the broker to
 	// confirm LISTEN/SUBSCRIBE before its headers go out.
 	listenWait = 5 * time.Second
@@ -131,6 +133,17 @@ type Handler struct {
 	// Default 1024.
 	MaxConnectionsPerIP int `json:"max_connections_per_ip,omitempty"`
 
+	// MaxChannelsTotal caps the channels this node holds for this broker
+	// and hub options (with streams, or lingering): each is a LISTEN or
+	// SUBSCRIBE. Past it a stream that needs a new channel gets 503.
+	// Default 50000.
+	MaxChannelsTotal int `json:"max_channels_total,omitempty"`
+
+	// MaxNewChannelsPerIP caps the channels one client IP (an IPv6 client
+	// by its /64) may add to the node in a minute; past it 429. A client
+	// churning channel names cannot grow the listen set. Default 1000.
+	MaxNewChannelsPerIP int `json:"max_new_channels_per_ip,omitempty"`
+
 	// WriteTimeout drops a client whose socket does not take a write in
 	// time. Default 10s.
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
@@ -205,6 +218,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Replay:         *h.Replay,
 		Linger:         time.Duration(*h.Linger),
 		MaxReplayBytes: h.ReplayMaxBytes,
+		ChannelCap:     h.MaxChannelsTotal,
 	}, h.logger)
 	if err != nil {
 		return err
@@ -266,6 +280,12 @@ func (h *Handler) fillDefaults() {
 	if h.MaxConnectionsPerIP == 0 {
 		h.MaxConnectionsPerIP = DefaultMaxConnectionsIP
 	}
+	if h.MaxChannelsTotal == 0 {
+		h.MaxChannelsTotal = DefaultMaxChannelsTotal
+	}
+	if h.MaxNewChannelsPerIP == 0 {
+		h.MaxNewChannelsPerIP = DefaultNewChannelsPerIP
+	}
 }
 
 // setting resolves the placeholders of a configured value. A value that
@@ -303,6 +323,8 @@ func (h *Handler) Validate() error {
 		return errors.New("history_max_age needs history: a count of events to keep per channel")
 	case h.MaxConnections < 0 || h.MaxConnectionsPerIP < 0:
 		return errors.New("max_connections and max_connections_per_ip must not be negative")
+	case h.MaxChannelsTotal < 0 || h.MaxNewChannelsPerIP < 0:
+		return errors.New("max_channels_total and max_new_channels_per_ip must not be negative")
 	case h.JWTCookie != "" && h.verifier == nil:
 		return errors.New("jwt_cookie needs jwt_secret or jwt_public_key")
 	case h.WriteTimeout < 0 || *h.ReloadCloseWindow < 0:

@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/sse-relay/caddy-sse-relay/hub"
 	"github.com/sse-relay/caddy-sse-relay/internal/stream"
 )
 
@@ -32,7 +33,14 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 		h.refuseAuth(w, err)
 		return nil
 	}
-	release, err := h.relay.admit(clientIP(r), h.MaxConnections, h.MaxConnectionsPerIP)
+	if r.Method == http.MethodHead {
+		// What a stream would answer, without subscribing: a HEAD must
+		// not make the broker listen.
+		stream.Head(w)
+		return nil
+	}
+	ip := clientIP(r)
+	release, err := h.relay.admit(ip, h.MaxConnections, h.MaxConnectionsPerIP)
 	if err != nil {
 		status := http.StatusServiceUnavailable
 		if errors.Is(err, errIPFull) {
@@ -42,7 +50,21 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 		refuse(w, status, "too many streams: try again later")
 		return nil
 	}
+	if fresh := h.relay.hub.Unknown(channels); fresh > 0 && !h.relay.newChannels.allow(ip, fresh, h.MaxNewChannelsPerIP) {
+		release()
+		metrics.dropped.WithLabelValues("limit").Inc()
+		w.Header().Set("Retry-After", "60")
+		refuse(w, http.StatusTooManyRequests, "too many new channels from this address: try again in a minute")
+		return nil
+	}
 	sub, err := h.relay.hub.Subscribe(channels, lastEventID(r), h.Buffer)
+	if errors.Is(err, hub.ErrChannelCap) {
+		release()
+		metrics.dropped.WithLabelValues("limit").Inc()
+		w.Header().Set("Retry-After", "5")
+		refuse(w, http.StatusServiceUnavailable, "too many channels on this node: try again later")
+		return nil
+	}
 	if err != nil {
 		release()
 		// Only between a config's last Cleanup and its replacement: the
@@ -51,6 +73,7 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 		refuse(w, http.StatusServiceUnavailable, "relay is shutting down")
 		return nil
 	}
+	abandon := func() { h.relay.hub.Abandon(sub); release() }
 	s := stream.Stream{Sub: sub, Expires: expires, Channels: channels,
 		Done: func() { h.relay.hub.Unsubscribe(sub); release() }}
 
@@ -63,13 +86,13 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 	case <-wait.C:
 		h.logger.Warn("broker did not confirm listening in time; streaming anyway", zap.Strings("channels", channels))
 	case <-r.Context().Done():
-		s.Done()
+		abandon()
 		return nil
 	}
 	// With history, what the client missed since its cursor, read once
 	// the broker listens, so nothing falls between the read and live.
 	if err := sub.CatchUp(r.Context()); err != nil {
-		s.Done()
+		abandon()
 		h.logger.Warn("resuming from the event log failed", zap.Strings("channels", channels), zap.Error(err))
 		w.Header().Set("Retry-After", "1")
 		refuse(w, http.StatusServiceUnavailable, "event log unavailable: try again")

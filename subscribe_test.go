@@ -282,7 +282,7 @@ func TestStreamOnClosedRelayIs503(t *testing.T) {
 	hb := hub.New(b, hub.Options{})
 	b.Start(hb)
 	hb.Close()
-	h := &Handler{MaxChannels: 4, Buffer: 4, MaxConnections: 1, MaxConnectionsPerIP: 1, logger: zap.NewNop(),
+	h := &Handler{MaxChannels: 4, Buffer: 4, MaxConnections: 1, MaxConnectionsPerIP: 1, MaxNewChannelsPerIP: 10, logger: zap.NewNop(),
 		relay: &relay{broker: b, hub: hb, perIP: map[string]int{}}, rules: channelRules{max: 4, limits: b.Limits()}}
 	for range 2 { // the second one proves the slot was released
 		w := httptest.NewRecorder()
@@ -524,4 +524,45 @@ func TestHistoryLargePayloadOnPostgres(t *testing.T) {
 	if code, _, _ := do(t, "POST", "/a/"+ch, strings.Repeat("x", 65<<10), "Authorization", "Bearer k"); code != 413 {
 		t.Fatalf("65 KiB: %d, want 413", code)
 	}
+}
+
+// TestHeadDoesNotSubscribe: HEAD gets a stream's headers, and the broker
+// is not asked to listen: no channel appears.
+func TestHeadDoesNotSubscribe(t *testing.T) {
+	load(t, site("linger 1h"))
+	code, hdr, body := do(t, "HEAD", "/events/"+uniq("head"), "")
+	if code != 200 || hdr.Get("Content-Type") != "text/event-stream" || body != "" {
+		t.Fatalf("HEAD: %d %v %q", code, hdr, body)
+	}
+	if _, stats := adminGet(t, "/sse_relay/stats"); strings.Contains(stats, `"head`) {
+		t.Fatalf("HEAD left a channel behind:\n%s", stats)
+	}
+}
+
+// TestChannelGrowthBounds: past max_channels_total a stream that needs a
+// new channel gets 503 with Retry-After, while one on channels the node
+// has still opens; past max_new_channels_per_ip in a minute a client
+// churning names gets 429 with Retry-After.
+func TestChannelGrowthBounds(t *testing.T) {
+	load(t, site("linger 1h\nmax_channels_total 3\nmax_new_channels_per_ip 100"))
+	prefix := uniq("cap")
+	for i := range 3 {
+		subscribe(t, fmt.Sprintf("/events/%s%d", prefix, i))
+	}
+	code, hdr, body := do(t, "GET", "/events/"+prefix+"3", "")
+	if code != 503 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("a fourth channel: %d %v %q, want 503 with Retry-After", code, hdr, body)
+	}
+	subscribe(t, "/events/"+prefix+"0") // a channel the node has
+
+	load(t, site("linger 1h\nmax_new_channels_per_ip 3"))
+	prefix = uniq("churn")
+	for i := range 3 {
+		subscribe(t, fmt.Sprintf("/events/%s%d", prefix, i)).Close()
+	}
+	code, hdr, body = do(t, "GET", "/events/"+prefix+"3", "")
+	if code != 429 || hdr.Get("Retry-After") != "60" {
+		t.Fatalf("a fourth new channel in a minute: %d %v %q, want 429 with Retry-After: 60", code, hdr, body)
+	}
+	subscribe(t, "/events/"+prefix+"0") // lingering: not new
 }

@@ -41,6 +41,9 @@ type Options struct {
 	OnRefused func(channel string, err error)
 	// OnDropped is told of each subscriber cut off for a full queue.
 	OnDropped func()
+	// ChannelCap caps the channels the hub holds (with subscribers or
+	// lingering); 0 means no cap.
+	ChannelCap int
 	// Log, when set, is the broker's durable log (history): ids are
 	// positions in it and resumes read it (history.go).
 	Log broker.Log
@@ -103,6 +106,9 @@ type topic struct {
 	since uint64
 	// at is the topic's place in the hub's ring heap.
 	at int
+	// streamed is set once a stream of the channel ran: only then does
+	// it linger.
+	streamed bool
 }
 
 // ringHeap orders topics by the bytes their rings hold, largest first, so
@@ -260,6 +266,9 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 	if h.closed {
 		return nil, errors.New("hub closed")
 	}
+	if h.opts.ChannelCap > 0 && len(h.topics)+h.unknownLocked(channels) > h.opts.ChannelCap {
+		return nil, ErrChannelCap
+	}
 	for _, ch := range channels {
 		t := h.topics[ch]
 		if t == nil {
@@ -289,6 +298,28 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 	}
 	s.Ready = all(readies)
 	return s, nil
+}
+
+// ErrChannelCap refuses a subscription that would take the hub past
+// Options.ChannelCap channels.
+var ErrChannelCap = errors.New("too many channels on this node")
+
+// Unknown counts the channels the hub does not have yet: what a
+// subscription to them would add.
+func (h *Hub) Unknown(channels []string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.unknownLocked(channels)
+}
+
+func (h *Hub) unknownLocked(channels []string) int {
+	n := 0
+	for _, ch := range channels {
+		if h.topics[ch] == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // replayLocked finds the frames after lastEventID in the channels' rings,
@@ -356,9 +387,16 @@ func (h *Hub) seqOfLocked(channels []string, id string) (uint64, string) {
 	}
 }
 
-// Unsubscribe removes s; the last subscriber of a channel leaves it
-// listened for Linger before the broker is told to stop.
-func (h *Hub) Unsubscribe(s *Subscription) {
+// Unsubscribe removes s, whose stream ran; the last subscriber of a
+// channel leaves it listened for Linger before the broker is told to stop.
+func (h *Hub) Unsubscribe(s *Subscription) { h.leave(s, true) }
+
+// Abandon removes s, whose stream never opened (its client left first, or
+// its request was refused after subscribing). A channel no stream ever
+// used does not linger: churning names must not grow the listen set.
+func (h *Hub) Abandon(s *Subscription) { h.leave(s, false) }
+
+func (h *Hub) leave(s *Subscription, streamed bool) {
 	s.drop(DropClosed)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -369,10 +407,11 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 		}
 		delete(t.subs, s)
 		t.list = nil
+		t.streamed = t.streamed || streamed
 		if len(t.subs) > 0 || t.linger != nil {
 			continue
 		}
-		if h.opts.Linger <= 0 || h.closed {
+		if h.opts.Linger <= 0 || h.closed || !t.streamed {
 			h.forgetLocked(t)
 			continue
 		}

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -466,4 +467,42 @@ func BenchmarkDeliverAtReplayCap(b *testing.B) {
 	}
 	b.StopTimer()
 	h.Close()
+}
+
+// TestAbandonedChannelDoesNotLinger: a channel whose only subscription
+// never streamed (a client gone before its headers, a refused request) is
+// unlistened at once, while one that streamed lingers.
+func TestAbandonedChannelDoesNotLinger(t *testing.T) {
+	l := newListener()
+	h := New(l, Options{Linger: time.Hour})
+	a, _ := h.Subscribe([]string{"never"}, "", 4)
+	h.Abandon(a)
+	if l.count("never") != 0 || len(h.Channels()) != 0 {
+		t.Fatalf("an abandoned channel lingers: listened %d, channels %v", l.count("never"), h.Channels())
+	}
+	b, _ := h.Subscribe([]string{"used"}, "", 4)
+	h.Unsubscribe(b)
+	c, _ := h.Subscribe([]string{"used"}, "", 4)
+	h.Abandon(c)
+	if l.count("used") != 1 {
+		t.Fatal("a channel that had a stream did not linger")
+	}
+}
+
+// TestChannelCap: past ChannelCap channels a subscription that would add
+// one is refused; one to channels the hub has is not.
+func TestChannelCap(t *testing.T) {
+	h := New(newListener(), Options{ChannelCap: 2})
+	if _, err := h.Subscribe([]string{"a", "b"}, "", 4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Subscribe([]string{"a", "c"}, "", 4); !errors.Is(err, ErrChannelCap) {
+		t.Fatalf("a third channel: %v, want ErrChannelCap", err)
+	}
+	if _, err := h.Subscribe([]string{"b", "a"}, "", 4); err != nil {
+		t.Fatalf("known channels: %v", err)
+	}
+	if n := h.Unknown([]string{"a", "c", "d"}); n != 2 {
+		t.Fatalf("Unknown = %d", n)
+	}
 }

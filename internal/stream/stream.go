@@ -53,20 +53,25 @@ type Stream struct {
 	Done func()
 }
 
-// Serve writes the headers, then, unless r is a HEAD, the stream. An
-// HTTP/1.x stream is taken over and goes on in a goroutine of its own
-// after Serve returns; other streams are served before it returns.
-func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
-	hdr := w.Header()
+// Head answers a HEAD with a stream's headers and no body.
+func Head(w http.ResponseWriter) {
+	setHeaders(w.Header())
+	w.WriteHeader(http.StatusOK)
+}
+
+func setHeaders(hdr http.Header) {
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache, no-transform")
 	hdr.Set("X-Accel-Buffering", "no")
 	hdr.Del("Content-Length")
-	if r.Method == http.MethodHead {
-		w.WriteHeader(http.StatusOK)
-		s.Done()
-		return
-	}
+}
+
+// Serve writes the headers, then the stream. An HTTP/1.x stream is taken
+// over and goes on in a goroutine of its own after Serve returns; other
+// streams are served before it returns.
+func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
+	hdr := w.Header()
+	setHeaders(hdr)
 	if r.ProtoMajor == 1 {
 		// net/http then sends the body as it is, not chunked, and closes
 		// the connection after it: the body ends when the stream does.
