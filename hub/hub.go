@@ -2,13 +2,11 @@ package hub
 
 import (
 	"container/heap"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,7 +62,8 @@ const (
 type Hub struct {
 	opts     Options
 	listener Listener
-	node     string // prefix of relay-assigned ids
+	node     string   // prefix of relay-assigned ids
+	ids      idSealer // seals the sequence in relay-assigned ids (ids.go)
 
 	// mu guards the topics, their rings and the sequence. Fan-out does
 	// not hold it: an event's frame and subscriber list are taken under
@@ -137,19 +136,7 @@ func (r *ringHeap) Pop() any {
 
 // New returns a hub that tells l which channels to listen to.
 func New(l Listener, opts Options) *Hub {
-	return &Hub{opts: opts, listener: l, node: nodeID(), topics: make(map[string]*topic)}
-}
-
-// nodeID is a short random prefix that tells this hub's ids from those of
-// another node or an earlier process.
-func nodeID() string {
-	var b [5]byte
-	_, _ = rand.Read(b[:])
-	var n uint64
-	for _, c := range b {
-		n = n<<8 | uint64(c)
-	}
-	return strconv.FormatUint(n, 36)
+	return &Hub{opts: opts, listener: l, node: nodeID(), ids: newIDSealer(), topics: make(map[string]*topic)}
 }
 
 // Frame is one encoded event as the hub hands it to every subscriber: the
@@ -361,9 +348,8 @@ func (h *Hub) replayLocked(channels []string, lastEventID string) [][]byte {
 // seen any of them). Relay-assigned ids carry their sequence; a publisher's
 // id is looked up in the rings.
 func (h *Hub) seqOfLocked(channels []string, id string) (uint64, string) {
-	if node, n, ok := strings.Cut(id, "-"); ok && node == h.node {
-		seq, err := strconv.ParseUint(n, 10, 64)
-		if err == nil && seq <= h.seq {
+	if node, sealed, ok := strings.Cut(id, "-"); ok && node == h.node {
+		if seq, ok := h.ids.open(sealed); ok && seq <= h.seq {
 			return seq, ""
 		}
 		return 0, "unknown-id"
@@ -481,7 +467,7 @@ func (h *Hub) emit(channel string, ev *Event, reset []byte, at time.Time) {
 	frame, id, keep := reset, "", h.opts.Log == nil
 	if ev != nil {
 		if ev.ID == "" && h.opts.Replay > 0 && ev.HasData && h.opts.Log == nil {
-			ev.ID = h.node + "-" + strconv.FormatUint(h.seq, 10)
+			ev.ID = h.relayID(h.seq)
 		}
 		frame, id, keep = ev.AppendFrame(make([]byte, 0, frameSize(ev))), ev.ID, ev.HasData && keep
 	}

@@ -506,3 +506,38 @@ func TestChannelCap(t *testing.T) {
 		t.Fatalf("Unknown = %d", n)
 	}
 }
+
+// TestRelayIDsAreSealed: relay-assigned ids carry the sequence encrypted,
+// so they tell nothing of how many events other channels carried; an id
+// in the relay's format that the hub did not make (a publisher's forged
+// "id", or a guess) opens to nothing, and a resume from it gets a reset
+// instead of silently skipping ahead.
+func TestRelayIDsAreSealed(t *testing.T) {
+	h := New(newListener(), Options{Replay: 10})
+	s, _ := h.Subscribe([]string{"a", "b"}, "", 16)
+	for range 3 {
+		h.Deliver("a", []byte("x"))
+	}
+	h.Deliver("b", []byte("y"))
+	var ids []string
+	for range 4 {
+		f := next(s)
+		id := strings.TrimPrefix(strings.SplitN(string(f.Bytes), "\n", 2)[0], "id: ")
+		ids = append(ids, id)
+	}
+	node, sealed, _ := strings.Cut(ids[3], "-")
+	if len(sealed) != 22 || strings.Contains(ids[3], "-4") {
+		t.Fatalf("id %q shows its sequence", ids[3])
+	}
+	if r, _ := h.Subscribe([]string{"a", "b"}, ids[1], 16); len(r.Backlog) != 2 {
+		t.Fatalf("a sealed id of this hub does not resume: backlog %q", r.Backlog)
+	}
+	forged := node + "-AAAAAAAAAAAAAAAAAAAAAA"
+	h.Deliver("a", []byte(`{"id":"`+forged+`","data":"forged"}`))
+	for _, id := range []string{forged, node + "-99", node + "-" + sealed[:21] + "B"} {
+		r, _ := h.Subscribe([]string{"a", "b"}, id, 16)
+		if len(r.Backlog) != 1 || !strings.Contains(string(r.Backlog[0]), "unknown-id") {
+			t.Fatalf("resume from %q: backlog %q, want an unknown-id reset", id, r.Backlog)
+		}
+	}
+}
