@@ -50,11 +50,12 @@ build:
 run: build
 	SSE_RELAY_PUBLISH_KEY=$${SSE_RELAY_PUBLISH_KEY:-dev-publish-key} $(CADDY) run --config Caddyfile.example --adapter caddyfile
 
-## fuzz: a minute each of fuzzing the payload codec, the channel resolver and the token parser
+## fuzz: a minute each of fuzzing the payload codec, the channel resolver, the token parser and the grant globs
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEncode -fuzztime 60s ./hub/
 	$(GO) test -run '^$$' -fuzz FuzzChannels -fuzztime 60s .
 	$(GO) test -run '^$$' -fuzz FuzzTokens -fuzztime 60s .
+	$(GO) test -run '^$$' -fuzz FuzzGlob -fuzztime 60s .
 
 ## bench: the docs/PERFORMANCE.md table: relay and floor under the same load, medians of 3
 bench: build

@@ -183,22 +183,37 @@ func granted(grants, channels []string) (string, bool) {
 }
 
 // globMatch matches name against a pattern where * stands for any run of
-// characters, dots included: "tenant.7.*" grants "tenant.7.orders".
+// characters, dots included: "tenant.7.*" grants "tenant.7.orders". The
+// pattern's first piece must start the name and its last must end it; the
+// pieces between are found leftmost-first, which is enough because a * may
+// take any run. So a match costs one pass over the name per piece, never
+// a retry of every split (a backtracking matcher is exponential in the
+// number of *).
 func globMatch(pattern, name string) bool {
-	star := strings.IndexByte(pattern, '*')
-	if star < 0 {
+	first, rest, ok := strings.Cut(pattern, "*")
+	if !ok {
 		return pattern == name
 	}
-	prefix := pattern[:star]
-	if !strings.HasPrefix(name, prefix) {
+	if !strings.HasPrefix(name, first) {
 		return false
 	}
-	rest := pattern[star+1:]
-	name = name[len(prefix):]
-	for i := 0; i <= len(name); i++ {
-		if globMatch(rest, name[i:]) {
-			return true
-		}
+	name = name[len(first):]
+	middle, last := "", rest
+	if i := strings.LastIndexByte(rest, '*'); i >= 0 {
+		middle, last = rest[:i], rest[i+1:]
 	}
-	return false
+	if !strings.HasSuffix(name, last) {
+		return false
+	}
+	name = name[:len(name)-len(last)]
+	for more := true; more; {
+		var piece string
+		piece, middle, more = strings.Cut(middle, "*")
+		i := strings.Index(name, piece)
+		if i < 0 {
+			return false
+		}
+		name = name[i+len(piece):]
+	}
+	return true
 }

@@ -17,9 +17,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -351,12 +353,91 @@ func TestGlobMatch(t *testing.T) {
 		{"a*b*c", "abc", true},
 		{"a*b*c", "aXbYc", true},
 		{"a*b*c", "acb", false},
+		{"", "", true},
+		{"", "a", false},
+		{"**", "", true},
+		{"a**b", "ab", true},
+		{"*a*", "", false},
+		{"a*a", "a", false}, // the first and last pieces may not share a byte
+		{"ab*ba", "aba", false},
+		{"ab*ba", "abba", true},
+		{"*.*.orders", "tenant.7.orders", true},
+		{"*.*.orders", "tenant.orders", false},
+		{"*aab", "aaab", true}, // a leftmost match of a piece that is not the answer
+		{"*ab*ab*", "xabyab", true},
+		{"*ab*ab*", "xabyba", false},
 	}
 	for _, c := range cases {
 		if got := globMatch(c.pattern, c.name); got != c.want {
 			t.Errorf("globMatch(%q, %q) = %v, want %v", c.pattern, c.name, got, c.want)
 		}
 	}
+}
+
+// globWorstCases are grants with many stars against the longest names a
+// broker takes (255 bytes), made so that every star has many places to
+// start: the recursive matcher this replaced took about a second for
+// *a*a*a*b alone, and doubled with every further star.
+var globWorstCases = []struct{ pattern, name string }{
+	{"*a*a*a*b", strings.Repeat("a", 255)},
+	{strings.Repeat("*a", 40) + "*b", strings.Repeat("a", 255)},
+	{strings.Repeat("*a", 40) + "*b*", strings.Repeat("a", 255)},
+	{"*" + strings.Repeat("a", 60) + "b*", strings.Repeat("a", 255)},
+	{strings.Repeat("*ab", 30) + "*c", strings.Repeat("ab", 127) + "a"},
+}
+
+// TestGlobMatchWorstCase: a token full of stars cannot stall the stream
+// that presents it. A thousand of each worst case in a second leaves a
+// margin of about a thousand over what they take (BenchmarkGlobMatch), so
+// the bound does not flake, while the old matcher took that second for
+// one match of the first case. Pure: no server.
+func TestGlobMatchWorstCase(t *testing.T) {
+	start := time.Now()
+	for _, c := range globWorstCases {
+		for range 1000 {
+			if globMatch(c.pattern, c.name) {
+				t.Fatalf("globMatch(%q, %d bytes) matched", c.pattern, len(c.name))
+			}
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("%d worst-case matches took %v", 1000*len(globWorstCases), d)
+	}
+}
+
+// BenchmarkGlobMatch times the worst cases, one match each per iteration.
+func BenchmarkGlobMatch(b *testing.B) {
+	for b.Loop() {
+		for _, c := range globWorstCases {
+			globMatch(c.pattern, c.name)
+		}
+	}
+}
+
+// FuzzGlob compares globMatch with a regular expression built from the
+// pattern (each piece quoted, each * as (?s:.*)), the plainest statement
+// of the rule. Both are read as UTF-8: channel names are checked to be,
+// and grants come out of JSON strings.
+func FuzzGlob(f *testing.F) {
+	for _, c := range []struct{ pattern, name string }{
+		{"tenant.7.*", "tenant.7.orders"}, {"*.orders", "orders"}, {"a*b*c", "aXbYc"},
+		{"ab*ba", "aba"}, {"*a*a*b", "aaaa"}, {"*", ""}, {"a.b", "aXb"}, {"[a]*", "[a]x"},
+	} {
+		f.Add(c.pattern, c.name)
+	}
+	f.Fuzz(func(t *testing.T, pattern, name string) {
+		if !utf8.ValidString(pattern) || !utf8.ValidString(name) {
+			return
+		}
+		pieces := strings.Split(pattern, "*")
+		for i, p := range pieces {
+			pieces[i] = regexp.QuoteMeta(p)
+		}
+		want := regexp.MustCompile(`\A` + strings.Join(pieces, `(?s:.*)`) + `\z`).MatchString(name)
+		if got := globMatch(pattern, name); got != want {
+			t.Fatalf("globMatch(%q, %q) = %v, the regexp says %v", pattern, name, got, want)
+		}
+	})
 }
 
 // TestGranted names the first channel no grant covers. Pure: no server.
