@@ -3,7 +3,7 @@ package sserelay
 import (
 	"fmt"
 	"net/http"
-	"net/url"
+	"net/netip"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -11,12 +11,64 @@ import (
 
 // originSet is the parsed allowed_origins list.
 type originSet struct {
-	any      bool
-	exact    map[string]bool
-	suffixes []originSuffix // from https://*.example.com
+	any       bool
+	exact     map[string]bool // scheme://host[:port]
+	wildcards []origin        // from https://*.example.com: host is example.com
 }
 
-type originSuffix struct{ scheme, suffix string }
+// origin is scheme://host[:port], lowercased: what a browser sends as
+// Origin and what allowed_origins lists.
+type origin struct{ scheme, host, port string }
+
+func (o origin) String() string {
+	if o.port == "" {
+		return o.scheme + "://" + o.host
+	}
+	return o.scheme + "://" + o.host + ":" + o.port
+}
+
+// parseOrigin reads scheme://host[:port] and nothing else: no user, path,
+// query or fragment, which a browser never puts in Origin and which would
+// let a string like https://evil.test?.example.com end in a listed name.
+// The host is dot-separated labels of letters, digits, hyphens and
+// underscores, or a bracketed IPv6 address.
+func parseOrigin(s string) (origin, bool) {
+	scheme, rest, ok := strings.Cut(strings.ToLower(s), "://")
+	if !ok || !isScheme(scheme) {
+		return origin{}, false
+	}
+	host, port := rest, ""
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 && !strings.HasSuffix(rest, "]") {
+		host, port = rest[:i], rest[i+1:]
+		if port == "" || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
+			return origin{}, false
+		}
+	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		if a, err := netip.ParseAddr(host[1 : len(host)-1]); err != nil || !a.Is6() || a.Zone() != "" {
+			return origin{}, false
+		}
+		return origin{scheme, host, port}, true
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || strings.Trim(label, "abcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+			return origin{}, false
+		}
+	}
+	return origin{scheme, host, port}, true
+}
+
+// isScheme: a letter, then letters, digits, +, - or . (RFC 3986).
+func isScheme(s string) bool {
+	return s != "" && s[0] >= 'a' && s[0] <= 'z' &&
+		strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789+-.") == ""
+}
+
+// isDNSLabel: what a wildcard's * stands for, one label of letters,
+// digits and hyphens.
+func isDNSLabel(s string) bool {
+	return s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
+}
 
 func parseOrigins(list []string) (originSet, error) {
 	s := originSet{exact: map[string]bool{}}
@@ -25,19 +77,23 @@ func parseOrigins(list []string) (originSet, error) {
 			s.any = true
 			continue
 		}
-		u, err := url.Parse(o)
-		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			return s, fmt.Errorf("allowed_origins: %q is not an origin like https://app.example.com", o)
+		// A trailing slash is tolerated in the config, as people paste it.
+		trimmed, wildcard := strings.TrimSuffix(o, "/"), false
+		if scheme, domain, ok := strings.Cut(trimmed, "://*."); ok {
+			trimmed, wildcard = scheme+"://"+domain, true
 		}
-		host := strings.ToLower(u.Host)
-		if strings.HasPrefix(host, "*.") {
-			s.suffixes = append(s.suffixes, originSuffix{strings.ToLower(u.Scheme), host[1:]})
-			continue
-		}
-		if strings.Contains(host, "*") {
+		if strings.Contains(trimmed, "*") {
 			return s, fmt.Errorf("allowed_origins: %q: a wildcard may only be the first label (https://*.example.com)", o)
 		}
-		s.exact[strings.ToLower(u.Scheme)+"://"+host] = true
+		parsed, ok := parseOrigin(trimmed)
+		if !ok {
+			return s, fmt.Errorf("allowed_origins: %q is not an origin like https://app.example.com", o)
+		}
+		if wildcard {
+			s.wildcards = append(s.wildcards, parsed)
+			continue
+		}
+		s.exact[parsed.String()] = true
 	}
 	return s, nil
 }
@@ -60,21 +116,24 @@ func (s originSet) corsHeaders(h http.Header, origin string, r *http.Request) bo
 }
 
 // listed reports whether origin is one of the list's, or the same origin
-// when no list names any.
-func (s originSet) listed(origin string, r *http.Request) bool {
-	o := strings.ToLower(origin)
-	if s.exact[o] {
+// when no list names any. An Origin that is not scheme://host[:port] is
+// never listed. A wildcard's * stands for exactly one DNS label.
+func (s originSet) listed(raw string, r *http.Request) bool {
+	o, ok := parseOrigin(raw)
+	if !ok {
+		return false
+	}
+	if s.exact[o.String()] {
 		return true
 	}
-	if scheme, host, ok := strings.Cut(o, "://"); ok {
-		for _, suf := range s.suffixes {
-			if scheme == suf.scheme && strings.HasSuffix(host, suf.suffix) && len(host) > len(suf.suffix) {
-				return true
-			}
+	for _, w := range s.wildcards {
+		label, rest, _ := strings.Cut(o.host, ".")
+		if o.scheme == w.scheme && o.port == w.port && rest == w.host && isDNSLabel(label) {
+			return true
 		}
 	}
-	if len(s.exact) == 0 && len(s.suffixes) == 0 {
-		return o == requestScheme(r)+"://"+strings.ToLower(r.Host)
+	if len(s.exact) == 0 && len(s.wildcards) == 0 {
+		return o.String() == requestScheme(r)+"://"+strings.ToLower(r.Host)
 	}
 	return false
 }

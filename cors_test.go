@@ -22,6 +22,12 @@ func TestCORS(t *testing.T) {
 	if code, _, _ := do(t, "OPTIONS", "/events/a", "", "Origin", "https://evil.com", "Access-Control-Request-Method", "GET"); code != 403 {
 		t.Fatalf("preflight from a refused origin: %d", code)
 	}
+	// A string that ends in the wildcard's name is not an origin under it.
+	for _, evil := range []string{"https://evil.test?.example.org", "https://evil.test/.example.org", "https://a.b.example.org"} {
+		if code, hdr, _ := do(t, "GET", "/events/a", "", "Origin", evil); code != 403 || hdr.Get("Access-Control-Allow-Origin") != "" {
+			t.Fatalf("Origin %s: %d %v, want 403 without CORS headers", evil, code, hdr)
+		}
+	}
 	c := subscribe(t, "/events/a", "Origin", "https://tenant.example.org")
 	h := c.Response.Header
 	if h.Get("Access-Control-Allow-Origin") != "https://tenant.example.org" || h.Get("Access-Control-Allow-Credentials") != "true" || !strings.Contains(h.Get("Vary"), "Origin") {
@@ -75,12 +81,14 @@ func TestStarOriginAllowsAny(t *testing.T) {
 func TestOriginsParse(t *testing.T) {
 	for _, ok := range [][]string{
 		{"https://app.example.com"}, {"https://*.example.com"}, {"*"}, {"http://localhost:8080", "https://app.example.com/"},
+		{"https://*.example.com:8443/"}, {"http://[::1]:8080"},
 	} {
 		if _, err := parseOrigins(ok); err != nil {
 			t.Errorf("parseOrigins(%q): %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"app.example.com", "https://", "https://app.example.com/path", "https://app.*.example.com", "https://a*.example.com"} {
+	for _, bad := range []string{"app.example.com", "https://", "https://app.example.com/path", "https://app.*.example.com", "https://a*.example.com",
+		"https://app.example.com?x", "https://user@app.example.com", "https://*.example.com/x", "https://*.", "https://*", "https://app.example.com:port"} {
 		if _, err := parseOrigins([]string{bad}); err == nil {
 			t.Errorf("parseOrigins(%q) accepted it", bad)
 		}
@@ -106,7 +114,33 @@ func TestOriginMatching(t *testing.T) {
 		{[]string{"https://*.example.com"}, "https://example.com", "relay.test", "", ""},
 		{[]string{"https://*.example.com"}, "http://a.example.com", "relay.test", "", ""},
 		{[]string{"https://*.example.com"}, "https://a.example.com.evil.test", "relay.test", "", ""},
+		// The * of a wildcard is one DNS label, and an Origin is
+		// scheme://host[:port], nothing else: no string that merely ends
+		// in the listed name.
+		{[]string{"https://*.example.com"}, "https://evil.test?.example.com", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://evil.test/.example.com", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://evil.test#.example.com", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://evil.test\\.example.com", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://evil.test@a.example.com", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://a.b.example.com", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://.example.com", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://a_b.example.com", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://a b.example.com", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://a.example.com.", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://a.example.com/", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://a.example.com:8443", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://a.example.com:", "relay.test", "", ""},
+		{[]string{"https://*.example.com"}, "https://A-1.Example.com", "relay.test", "https://A-1.Example.com", "true"},
+		{[]string{"https://*.example.com:8443"}, "https://a.example.com:8443", "relay.test", "https://a.example.com:8443", "true"},
+		{[]string{"https://*.example.com:8443"}, "https://a.example.com", "relay.test", "", ""},
+		{[]string{"https://app.example.com"}, "https://app.example.com/", "relay.test", "", ""},
+		{[]string{"https://app.example.com"}, "https://app.example.com?", "relay.test", "", ""},
+		{[]string{"http://[::1]:8080"}, "http://[::1]:8080", "relay.test", "http://[::1]:8080", "true"},
+		{nil, "http://relay.test/", "relay.test", "", ""},
+		{nil, "http://relay.test:9080", "relay.test:9080", "http://relay.test:9080", "true"},
 		{[]string{"*"}, "https://anyone.test", "relay.test", "*", ""},
+		{[]string{"*"}, "null", "relay.test", "*", ""}, // an opaque origin reads without credentials
+		{[]string{"*", "https://*.example.com"}, "https://evil.test?.example.com", "relay.test", "*", ""},
 		{[]string{"*", "https://app.example.com"}, "https://app.example.com", "relay.test", "https://app.example.com", "true"},
 	}
 	for _, c := range cases {

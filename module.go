@@ -64,8 +64,10 @@ type Handler struct {
 
 	// AllowedOrigins lists origins that may open streams or publish from
 	// a browser: exact (https://app.example.com), wildcard
-	// (https://*.example.com) or *. Default: same origin only. Requests
-	// without an Origin header are always allowed.
+	// (https://*.example.com, where * is one DNS label: a.example.com, not
+	// a.b.example.com) or *. Default: same origin only. An Origin that is
+	// not scheme://host[:port] matches no listed origin. Requests without
+	// an Origin header are always allowed.
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
 
 	// Heartbeat is how long a stream may stay silent before a comment
