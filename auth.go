@@ -1,10 +1,13 @@
 package sserelay
 
 import (
+	"bytes"
 	"crypto/elliptic"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -17,19 +20,90 @@ import (
 // is pinned by the key's type, so a token cannot pick a weaker one
 // (alg "none", or HS256 keyed with a public key).
 type verifier struct {
-	key     any
-	methods []string
+	key    any
+	parser *jwt.Parser
 }
 
 // claims are what a token may grant: channels to read and to publish on,
-// as exact names or * globs.
+// as exact names or * globs, with the registered claims beside them.
+// UnmarshalJSON reads them.
 type claims struct {
-	Channels []string `json:"channels"`
-	Publish  []string `json:"publish"`
+	Channels []string
+	Publish  []string
 	jwt.RegisteredClaims
 }
 
-func newVerifier(secret, publicKeyFile string) (*verifier, error) {
+// UnmarshalJSON reads each claim by its exact name: encoding/json alone
+// would also take CHANNELS for channels and Exp for exp, which no other
+// JWT reader does. A token that names a claim twice, or spells a claim
+// this relay reads in other case, is refused rather than read one way
+// here and another way by a gateway or a log: encoding/json keeps the
+// last copy, other readers the first.
+func (c *claims) UnmarshalJSON(b []byte) error {
+	fields, err := uniqueObject(b)
+	if err != nil {
+		return err
+	}
+	known := map[string]any{
+		"channels": &c.Channels, "publish": &c.Publish,
+		"exp": &c.ExpiresAt, "nbf": &c.NotBefore, "iat": &c.IssuedAt,
+		"aud": &c.Audience, "iss": &c.Issuer, "sub": &c.Subject, "jti": &c.ID,
+	}
+	for name, raw := range fields {
+		dst, ok := known[name]
+		if !ok {
+			if lower := strings.ToLower(name); known[lower] != nil {
+				return fmt.Errorf("claim %q: claim names are case-sensitive, this one is %q", name, lower)
+			}
+			continue // a claim this relay does not read
+		}
+		if err := json.Unmarshal(raw, dst); err != nil {
+			return fmt.Errorf("claim %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// uniqueObject reads a JSON object's members, refusing a name that
+// appears twice (after unescaping: "\u0065xp" is exp).
+func uniqueObject(b []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
+	}
+	fields := map[string]json.RawMessage{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		name, _ := t.(string)
+		if _, dup := fields[name]; dup {
+			return nil, fmt.Errorf("%q appears twice", name)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		fields[name] = v
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the JSON object")
+	}
+	return fields, nil
+}
+
+// tokenRules are what a token must show besides a good signature and an
+// exp: the configured audience and issuer, when set.
+type tokenRules struct {
+	audience, issuer string
+}
+
+func newVerifier(secret, publicKeyFile string, rules tokenRules) (*verifier, error) {
+	var v *verifier
 	switch {
 	case secret != "" && publicKeyFile != "":
 		return nil, errors.New("set jwt_secret or jwt_public_key, not both")
@@ -37,39 +111,72 @@ func newVerifier(secret, publicKeyFile string) (*verifier, error) {
 		if len(secret) < 32 {
 			return nil, errors.New("jwt_secret must be at least 32 bytes")
 		}
-		return &verifier{key: []byte(secret), methods: []string{"HS256"}}, nil
+		v = &verifier{key: []byte(secret)}
+		v.parser = v.newParser("HS256", rules)
 	case publicKeyFile != "":
 		pem, err := os.ReadFile(publicKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("jwt_public_key: %w", err)
 		}
-		return publicKeyVerifier(pem)
+		key, alg, err := publicKey(pem)
+		if err != nil {
+			return nil, err
+		}
+		v = &verifier{key: key}
+		v.parser = v.newParser(alg, rules)
 	}
-	return nil, nil
+	return v, nil
 }
 
-func publicKeyVerifier(pem []byte) (*verifier, error) {
+func (v *verifier) newParser(alg string, rules tokenRules) *jwt.Parser {
+	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{alg}), jwt.WithExpirationRequired()}
+	if rules.audience != "" {
+		opts = append(opts, jwt.WithAudience(rules.audience))
+	}
+	if rules.issuer != "" {
+		opts = append(opts, jwt.WithIssuer(rules.issuer))
+	}
+	return jwt.NewParser(opts...)
+}
+
+// publicKey reads a PEM public key and the one algorithm it verifies.
+func publicKey(pem []byte) (any, string, error) {
 	if k, err := jwt.ParseRSAPublicKeyFromPEM(pem); err == nil {
-		return &verifier{key: k, methods: []string{"RS256"}}, nil
+		return k, "RS256", nil
 	}
 	if k, err := jwt.ParseECPublicKeyFromPEM(pem); err == nil {
 		alg := map[elliptic.Curve]string{elliptic.P256(): "ES256", elliptic.P384(): "ES384", elliptic.P521(): "ES512"}[k.Curve]
 		if alg == "" {
-			return nil, errors.New("jwt_public_key: unsupported EC curve")
+			return nil, "", errors.New("jwt_public_key: unsupported EC curve")
 		}
-		return &verifier{key: k, methods: []string{alg}}, nil
+		return k, alg, nil
 	}
 	if k, err := jwt.ParseEdPublicKeyFromPEM(pem); err == nil {
-		return &verifier{key: k, methods: []string{"EdDSA"}}, nil
+		return k, "EdDSA", nil
 	}
-	return nil, errors.New("jwt_public_key: not an RSA, EC or Ed25519 public key in PEM form")
+	return nil, "", errors.New("jwt_public_key: not an RSA, EC or Ed25519 public key in PEM form")
 }
 
-// parse verifies a token and returns its claims; exp is required.
+// parse verifies a token and returns its claims; exp is required, and so
+// are aud and iss when configured. A header with crit is refused: it names
+// extensions the token says must be understood, and none are (RFC 7515
+// 4.1.11); so is a header that names a parameter twice.
 func (v *verifier) parse(token string) (*claims, error) {
 	c := new(claims)
-	_, err := jwt.ParseWithClaims(token, c, func(*jwt.Token) (any, error) { return v.key, nil },
-		jwt.WithValidMethods(v.methods), jwt.WithExpirationRequired())
+	_, err := v.parser.ParseWithClaims(token, c, func(t *jwt.Token) (any, error) {
+		if _, ok := t.Header["crit"]; ok {
+			return nil, errors.New("crit header: no extension is understood")
+		}
+		head, _, _ := strings.Cut(t.Raw, ".")
+		b, err := v.parser.DecodeSegment(head)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := uniqueObject(b); err != nil {
+			return nil, fmt.Errorf("header: %w", err)
+		}
+		return v.key, nil
+	})
 	if err != nil {
 		return nil, err
 	}

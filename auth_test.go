@@ -4,8 +4,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -96,6 +98,70 @@ func TestJWTSubscribers(t *testing.T) {
 		t.Fatal("unexpected event")
 	case errors.Is(err, sseclient.ErrTimeout):
 		t.Fatal("stream outlived its token")
+	}
+}
+
+// hsRaw signs header and claims exactly as written, for tokens that no
+// JWT library would produce.
+func hsRaw(header, claims string) string {
+	b64 := base64.RawURLEncoding.EncodeToString
+	signing := b64([]byte(header)) + "." + b64([]byte(claims))
+	mac := hmac.New(sha256.New, []byte(testSecret))
+	mac.Write([]byte(signing))
+	return signing + "." + b64(mac.Sum(nil))
+}
+
+// TestJWTClaimsReadExactly: claims are read by their exact names, a
+// token that names a claim or a header parameter twice or carries crit
+// is refused, and jwt_audience and jwt_issuer, when set, must match. Each
+// bad token is well signed, and gets 401 on a stream and on a publish.
+func TestJWTClaimsReadExactly(t *testing.T) {
+	load(t, site("jwt_secret "+testSecret+"\njwt_audience sse-relay\njwt_issuer https://app.example.com"))
+	const hdr = `{"alg":"HS256","typ":"JWT"}`
+	exp := fmt.Sprint(expiresIn(time.Hour))
+	right := `"aud":"sse-relay","iss":"https://app.example.com","exp":` + exp
+	good := hsRaw(hdr, `{"channels":["news"],"publish":["news"],`+right+`}`)
+	subscribe(t, "/events/news?token="+good).Close()
+	if code, _, body := do(t, "POST", "/events/news", "x", "Authorization", "Bearer "+good); code != 202 {
+		t.Fatalf("good token publishing: %d %q", code, body)
+	}
+	listed := hsRaw(hdr, `{"channels":["news"],"aud":["other","sse-relay"],"iss":"https://app.example.com","exp":`+exp+`}`)
+	subscribe(t, "/events/news?token="+listed).Close()
+
+	for _, c := range []struct{ name, token string }{
+		{"CHANNELS", hsRaw(hdr, `{"CHANNELS":["*"],"PUBLISH":["*"],`+right+`}`)},
+		{"Exp", hsRaw(hdr, `{"channels":["*"],"publish":["*"],"aud":"sse-relay","iss":"https://app.example.com","Exp":`+exp+`}`)},
+		{"exp and Exp", hsRaw(hdr, `{"channels":["*"],"publish":["*"],`+right+`,"Exp":`+exp+`}`)},
+		{"channels twice", hsRaw(hdr, `{"channels":["nothing"],"publish":["nothing"],`+right+`,"channels":["*"],"publish":["*"]}`)},
+		{"channels twice, once escaped", hsRaw(hdr, `{"channels":["nothing"],"publish":["nothing"],`+right+`,"\u0063hannels":["*"],"\u0070ublish":["*"]}`)},
+		{"exp twice", hsRaw(hdr, `{"channels":["*"],"publish":["*"],`+right+`,"exp":4102444800}`)},
+		{"crit", hsRaw(`{"alg":"HS256","typ":"JWT","crit":["exp"]}`, `{"channels":["*"],"publish":["*"],`+right+`}`)},
+		{"crit empty", hsRaw(`{"alg":"HS256","crit":[]}`, `{"channels":["*"],"publish":["*"],`+right+`}`)},
+		{"alg twice", hsRaw(`{"alg":"none","alg":"HS256"}`, `{"channels":["*"],"publish":["*"],`+right+`}`)},
+		{"no aud", hsRaw(hdr, `{"channels":["*"],"publish":["*"],"iss":"https://app.example.com","exp":`+exp+`}`)},
+		{"another aud", hsRaw(hdr, `{"channels":["*"],"publish":["*"],"aud":"billing","iss":"https://app.example.com","exp":`+exp+`}`)},
+		{"aud in other case", hsRaw(hdr, `{"channels":["*"],"publish":["*"],"aud":"SSE-RELAY","iss":"https://app.example.com","exp":`+exp+`}`)},
+		{"no iss", hsRaw(hdr, `{"channels":["*"],"publish":["*"],"aud":"sse-relay","exp":`+exp+`}`)},
+		{"another iss", hsRaw(hdr, `{"channels":["*"],"publish":["*"],"aud":"sse-relay","iss":"https://evil.test","exp":`+exp+`}`)},
+		{"Iss", hsRaw(hdr, `{"channels":["*"],"publish":["*"],"aud":"sse-relay","Iss":"https://app.example.com","exp":`+exp+`}`)},
+	} {
+		if code, hdr, body := do(t, "GET", "/events/news?token="+c.token, ""); code != 401 || hdr.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s: stream %d %q, want 401 with WWW-Authenticate", c.name, code, body)
+		}
+		if code, _, body := do(t, "POST", "/events/news", "x", "Authorization", "Bearer "+c.token); code != 401 {
+			t.Errorf("%s: publish %d %q, want 401", c.name, code, body)
+		}
+	}
+}
+
+// TestJWTAudienceNeedsAKey: jwt_audience and jwt_issuer without a token
+// key are config errors, as jwt_cookie is.
+func TestJWTAudienceNeedsAKey(t *testing.T) {
+	load(t, site(""))
+	for _, line := range []string{"jwt_audience sse-relay", "jwt_issuer https://app.example.com", "jwt_audience {env.SSE_RELAY_TEST_UNSET}\njwt_secret " + testSecret} {
+		if why := loadFails(t, site(line)); !strings.Contains(why, "jwt_") {
+			t.Errorf("%s: refused with %q, want the option named", line, why)
+		}
 	}
 }
 
@@ -290,7 +356,7 @@ func TestForwardAuthRecipe(t *testing.T) {
 // FuzzTokens: no string that is not a token signed with the key parses,
 // whatever its header claims; nothing panics.
 func FuzzTokens(f *testing.F) {
-	v, _ := newVerifier(testSecret, "")
+	v, _ := newVerifier(testSecret, "", tokenRules{})
 	good, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"channels": []string{"*"}, "exp": 4102444800}).SignedString([]byte(testSecret)) // fixed: fuzz workers must agree
 	f.Add(good, 0, byte('x'))
 	f.Add("eyJhbGciOiJub25lIn0.eyJleHAiOjk5OTk5OTk5OTl9.", 3, byte('A'))

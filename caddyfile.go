@@ -46,6 +46,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		jwt_secret          <key>
 //		jwt_public_key      <pem-file>
 //		jwt_cookie          <name>
+//		jwt_audience        <aud>
+//		jwt_issuer          <iss>
 //		max_connections     <count>
 //		max_connections_per_ip <count>
 //		max_channels_total  <count>
@@ -74,6 +76,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.JWTPublicKey, err = oneArg(d)
 		case "jwt_cookie":
 			h.JWTCookie, err = oneArg(d)
+		case "jwt_audience":
+			h.JWTAudience, err = oneArg(d)
+		case "jwt_issuer":
+			h.JWTIssuer, err = oneArg(d)
 		case "max_connections":
 			h.MaxConnections, err = countArg(d, 1)
 		case "max_connections_per_ip":

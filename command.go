@@ -199,7 +199,7 @@ func tokenCommand() *cobra.Command {
 }
 
 func mintToken(secret string, channels, publish []string, ttl time.Duration) (string, error) {
-	if _, err := newVerifier(secret, ""); err != nil || secret == "" {
+	if _, err := newVerifier(secret, "", tokenRules{}); err != nil || secret == "" {
 		return "", fmt.Errorf("--secret: %v", errOr(err, errors.New("required")))
 	}
 	if len(channels) == 0 && len(publish) == 0 {

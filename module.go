@@ -126,6 +126,16 @@ type Handler struct {
 	// no Authorization header.
 	JWTCookie string `json:"jwt_cookie,omitempty"`
 
+	// JWTAudience, when set, requires every token's aud claim (a string or
+	// a list) to name it, so a token minted for another service sharing
+	// the key is refused. Default: aud is not checked. Needs jwt_secret or
+	// jwt_public_key.
+	JWTAudience string `json:"jwt_audience,omitempty"`
+
+	// JWTIssuer, when set, requires every token's iss claim to be exactly
+	// it. Default: iss is not checked. Needs jwt_secret or jwt_public_key.
+	JWTIssuer string `json:"jwt_issuer,omitempty"`
+
 	// MaxConnections caps the streams open on this node and broker; over
 	// it a new stream gets 503. Default 10000.
 	MaxConnections int `json:"max_connections,omitempty"`
@@ -211,7 +221,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.origins, err = parseOrigins(h.AllowedOrigins); err != nil {
 		return err
 	}
-	if h.verifier, err = newVerifier(jwtSecret, h.JWTPublicKey); err != nil {
+	var rules tokenRules
+	if rules.audience, err = setting("jwt_audience", h.JWTAudience, repl); err != nil {
+		return err
+	}
+	if rules.issuer, err = setting("jwt_issuer", h.JWTIssuer, repl); err != nil {
+		return err
+	}
+	if h.verifier, err = newVerifier(jwtSecret, h.JWTPublicKey, rules); err != nil {
 		return err
 	}
 
@@ -327,8 +344,8 @@ func (h *Handler) Validate() error {
 		return errors.New("max_connections and max_connections_per_ip must not be negative")
 	case h.MaxChannelsTotal < 0 || h.MaxNewChannelsPerIP < 0:
 		return errors.New("max_channels_total and max_new_channels_per_ip must not be negative")
-	case h.JWTCookie != "" && h.verifier == nil:
-		return errors.New("jwt_cookie needs jwt_secret or jwt_public_key")
+	case (h.JWTCookie != "" || h.JWTAudience != "" || h.JWTIssuer != "") && h.verifier == nil:
+		return errors.New("jwt_cookie, jwt_audience and jwt_issuer need jwt_secret or jwt_public_key")
 	case h.WriteTimeout < 0 || *h.ReloadCloseWindow < 0:
 		return errors.New("write_timeout and reload_close_window must not be negative")
 	}
