@@ -48,7 +48,7 @@ build:
 
 ## run: the example site on http://localhost:8080 with the memory broker and a demo page
 run: build
-	SSE_RELAY_PUBLISH_KEY=$${SSE_RELAY_PUBLISH_KEY:-dev-publish-key} $(CADDY) run --config Caddyfile.example --adapter caddyfile
+	SSE_RELAY_PUBLISH_KEY=$${SSE_RELAY_PUBLISH_KEY:-dev-publish-key-for-localhost-only} $(CADDY) run --config Caddyfile.example --adapter caddyfile
 
 ## fuzz: a minute each of fuzzing the payload codec, the channel resolver, the token parser and the grant globs
 fuzz:

@@ -28,7 +28,7 @@ func TestMetricsStatsHealth(t *testing.T) {
 	// The password in the user info and as a query value: neither may
 	// show in a label, the stats or a log line.
 	withPassword := strings.Replace(servers.PG(t).URL(), "postgres@", "postgres:hunter2@", 1) + "&password=hunter2"
-	load(t, site("broker "+withPassword+"\nbuffer 1\npublish_key k"))
+	load(t, site("broker "+withPassword+"\nbuffer 1\npublish_key "+testPublishKey))
 	waitStreams(t, 0) // the counts below are this test's alone
 	conn := pgConn(t)
 	a := subscribe(t, "/events/m1")

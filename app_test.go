@@ -29,12 +29,12 @@ func expectReset(t *testing.T, c *sseClient) {
 }
 
 func TestPostgresFaults(t *testing.T) {
-	load(t, site("broker "+servers.PG(t).URL()+"\npublish_key k"))
+	load(t, site("broker "+servers.PG(t).URL()+"\npublish_key "+testPublishKey))
 	c := subscribe(t, "/events/fault")
 
 	// 0. A payload Postgres itself refuses (text cannot hold invalid
 	// UTF-8) is the publisher's fault: 400, and the connection stays.
-	if code, _, body := do(t, "POST", "/events/fault", "bad \xff\xfe bytes", "Authorization", "Bearer k"); code != 400 {
+	if code, _, body := do(t, "POST", "/events/fault", "bad \xff\xfe bytes", "Authorization", "Bearer "+testPublishKey); code != 400 {
 		t.Fatalf("payload Postgres refuses: %d %q, want 400", code, body)
 	}
 
@@ -55,7 +55,7 @@ func TestPostgresFaults(t *testing.T) {
 	// Publishing over HTTP in the outage queues nothing: 503, try later.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		code, hdr, body := do(t, "POST", "/events/fault", "in the outage", "Authorization", "Bearer k")
+		code, hdr, body := do(t, "POST", "/events/fault", "in the outage", "Authorization", "Bearer "+testPublishKey)
 		if code == 503 && hdr.Get("Retry-After") != "" {
 			break
 		}
@@ -217,9 +217,9 @@ func TestFanOutRedisOneConnection(t *testing.T) {
 }
 
 func TestFanOutMemoryHTTPPublish(t *testing.T) {
-	load(t, site("broker memory://\npublish_key k1"))
+	load(t, site("broker memory://\npublish_key "+testPublishKey))
 	fanOut(t, func(ch, payload string) {
-		if code, _, body := do(t, "POST", "/events/"+ch, payload, "Authorization", "Bearer k1"); code != 202 {
+		if code, _, body := do(t, "POST", "/events/"+ch, payload, "Authorization", "Bearer "+testPublishKey); code != 202 {
 			t.Fatalf("publish: %d %s", code, body)
 		}
 	}, nil)

@@ -108,8 +108,8 @@ func newVerifier(secret, publicKeyFile string, rules tokenRules) (*verifier, err
 	case secret != "" && publicKeyFile != "":
 		return nil, errors.New("set jwt_secret or jwt_public_key, not both")
 	case secret != "":
-		if len(secret) < 32 {
-			return nil, errors.New("jwt_secret must be at least 32 bytes")
+		if len(secret) < minKey {
+			return nil, fmt.Errorf("jwt_secret must be at least %d bytes", minKey)
 		}
 		v = &verifier{key: []byte(secret)}
 		v.parser = v.newParser("HS256", rules)

@@ -184,7 +184,7 @@ func TestJWTCaseFoldingOnPostgres(t *testing.T) {
 }
 
 func TestJWTPublishers(t *testing.T) {
-	load(t, site("jwt_secret "+testSecret+"\npublish_key pk"))
+	load(t, site("jwt_secret "+testSecret+"\npublish_key "+testPublishKey))
 	sub := subscribe(t, "/events/news", "Authorization", "Bearer "+hsToken(t, jwt.MapClaims{"channels": []string{"news"}, "exp": expiresIn(time.Hour)}))
 	pubTok := hsToken(t, jwt.MapClaims{"publish": []string{"news", "tenant.*"}, "exp": expiresIn(time.Hour)})
 	subTok := hsToken(t, jwt.MapClaims{"channels": []string{"*"}, "exp": expiresIn(time.Hour)})
@@ -196,7 +196,7 @@ func TestJWTPublishers(t *testing.T) {
 		{"publish glob", "/events/tenant.1", pubTok, 202},
 		{"publish not granted", "/events/other", pubTok, 403},
 		{"subscriber token cannot publish", "/events/news", subTok, 403},
-		{"publish key still works", "/events/news", "pk", 202},
+		{"publish key still works", "/events/news", testPublishKey, 202},
 		{"garbage", "/events/news", "nope", 401},
 	} {
 		if code, _, body := do(t, "POST", c.path, c.name, "Authorization", "Bearer "+c.tok); code != c.want {
@@ -333,13 +333,13 @@ func TestForwardAuthRecipe(t *testing.T) {
 	}
 	sse_relay /events/* {
 		channels {http.request.header.X-Sse-Channels}
-		publish_key pk
+		publish_key %s
 	}
 }
-`, port))
+`, port, testPublishKey))
 	alice := subscribe(t, "/events/", "Cookie", "session=alice", "X-Sse-Channels", "admin,user.43")
 	for _, ch := range []string{"admin", "user.43", "user.42"} {
-		do(t, "POST", "/events/?channel="+ch, "to "+ch, "Cookie", "session=alice", "Authorization", "Bearer pk")
+		do(t, "POST", "/events/?channel="+ch, "to "+ch, "Cookie", "session=alice", "Authorization", "Bearer "+testPublishKey)
 	}
 	if ev := alice.next(t); ev.Data != "to user.42" {
 		t.Fatalf("alice got %+v: the spoofed header widened access", ev)

@@ -13,7 +13,7 @@ import (
 )
 
 func TestPostgresFoldsCase(t *testing.T) {
-	load(t, site("broker "+servers.PG(t).URL()+"\npublish_key k"))
+	load(t, site("broker "+servers.PG(t).URL()+"\npublish_key "+testPublishKey))
 	conn := pgConn(t)
 	pgExec(t, conn, `CREATE TABLE IF NOT EXISTS orders_victim (id int)`)
 	long := strings.Repeat("a", 64)
@@ -31,7 +31,7 @@ func TestPostgresFoldsCase(t *testing.T) {
 			t.Errorf("GET %s: %d %q, want 400 with a one-line reason", path, code, body)
 		}
 		// Publishing there is refused alike.
-		code, _, body = do(t, "POST", path, "x", "Authorization", "Bearer k")
+		code, _, body = do(t, "POST", path, "x", "Authorization", "Bearer "+testPublishKey)
 		if code != 400 || strings.Count(body, "\n") != 1 {
 			t.Errorf("POST %s: %d %q, want 400 with a one-line reason", path, code, body)
 		}
@@ -48,10 +48,10 @@ func TestPostgresFoldsCase(t *testing.T) {
 }
 
 func TestChannelsFromQueryAndTemplate(t *testing.T) {
-	load(t, site("publish_key k"))
+	load(t, site("publish_key "+testPublishKey))
 	multi := subscribe(t, "/events/ignored?channel=q1,q2&channel=q3")
 	for _, ch := range []string{"q1", "q2", "q3", "ignored"} {
-		do(t, "POST", "/events/"+ch, "from "+ch, "Authorization", "Bearer k")
+		do(t, "POST", "/events/"+ch, "from "+ch, "Authorization", "Bearer "+testPublishKey)
 	}
 	for _, ch := range []string{"q1", "q2", "q3"} {
 		if ev := multi.next(t); ev.Data != "from "+ch {
@@ -60,9 +60,9 @@ func TestChannelsFromQueryAndTemplate(t *testing.T) {
 	}
 	multi.nothing(t, 200*time.Millisecond)
 
-	load(t, "http://localhost:9080 {\n\tsse_relay /events/* {\n\t\tchannels {http.request.header.X-Sse-Channels}\n\t\tpublish_key k\n\t}\n}\n")
+	load(t, "http://localhost:9080 {\n\tsse_relay /events/* {\n\t\tchannels {http.request.header.X-Sse-Channels}\n\t\tpublish_key "+testPublishKey+"\n\t}\n}\n")
 	tc := subscribe(t, "/events/whatever", "X-Sse-Channels", "t1, t2")
-	do(t, "POST", "/events/?channel=t2", "two", "Authorization", "Bearer k")
+	do(t, "POST", "/events/?channel=t2", "two", "Authorization", "Bearer "+testPublishKey)
 	if ev := tc.next(t); ev.Data != "two" {
 		t.Fatalf("template channels: %+v", ev)
 	}

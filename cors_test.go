@@ -10,7 +10,7 @@ import (
 )
 
 func TestCORS(t *testing.T) {
-	load(t, site("publish_key k\nallowed_origins https://app.example.com https://*.example.org"))
+	load(t, site("publish_key "+testPublishKey+"\nallowed_origins https://app.example.com https://*.example.org"))
 	code, hdr, _ := do(t, "OPTIONS", "/events/a", "",
 		"Origin", "https://app.example.com", "Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "authorization")
 	if code != 204 || hdr.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||

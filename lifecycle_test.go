@@ -109,7 +109,7 @@ func TestReloadUnderLoad(t *testing.T) {
 // TestStreamsLeaveNothingBehind opens and closes 10,000 streams in rounds
 // and checks goroutines and heap return near where they started.
 func TestStreamsLeaveNothingBehind(t *testing.T) {
-	load(t, site("publish_key k\nlinger 0\nmax_connections_per_ip 5000"))
+	load(t, site("publish_key "+testPublishKey+"\nlinger 0\nmax_connections_per_ip 5000"))
 	settle := func() (int, uint64) {
 		var ms runtime.MemStats
 		for i := 0; i < 3; i++ {
@@ -140,7 +140,7 @@ func TestStreamsLeaveNothingBehind(t *testing.T) {
 		if failed.Load() > 0 {
 			t.Fatalf("%d subscribes failed", failed.Load())
 		}
-		do(t, "POST", "/events/?channel=leak0,leak1", "x", "Authorization", "Bearer k")
+		do(t, "POST", "/events/?channel=leak0,leak1", "x", "Authorization", "Bearer "+testPublishKey)
 		for _, c := range clients {
 			c.Close()
 		}

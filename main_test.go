@@ -37,6 +37,10 @@ var servers *testsrv.Servers
 
 const base = "http://localhost:9080"
 
+// testPublishKey is the publish_key of every test config that publishes:
+// the relay refuses one under 32 bytes.
+const testPublishKey = "test-publish-key-0123456789abcdef"
+
 func TestMain(m *testing.M) { testsrv.Main(m, &servers) }
 
 // globals is the Caddyfile global block every test config starts with.

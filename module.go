@@ -42,6 +42,8 @@ const (
 	// listenWait bounds how long a new stream waits for the broker to
 	// confirm LISTEN/SUBSCRIBE before its headers go out.
 	listenWait = 5 * time.Second
+	// minKey is the shortest publish_key and jwt_secret accepted.
+	minKey = 32
 )
 
 // Handler streams broker channels to clients as Server-Sent Events and,
@@ -110,7 +112,8 @@ type Handler struct {
 	Buffer int `json:"buffer,omitempty"`
 
 	// PublishKey enables POST publishing for requests that carry
-	// `Authorization: Bearer <key>`. Placeholders such as {env.KEY} work.
+	// `Authorization: Bearer <key>` (at least 32 bytes). Placeholders such
+	// as {env.KEY} work; one that comes out empty leaves publishing off.
 	PublishKey string `json:"publish_key,omitempty"`
 
 	// JWTSecret turns on subscriber tokens signed with HS256 and this
@@ -211,8 +214,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.brokerURL = DefaultBroker
 	}
 	// An unset publish key leaves POST off: that fails closed, and lets one
-	// Caddyfile serve with and without publishing.
+	// Caddyfile serve with and without publishing. A short one is refused,
+	// as a short jwt_secret is: it would be guessed.
 	h.publishKey = repl.ReplaceKnown(h.PublishKey, "")
+	if h.publishKey != "" && len(h.publishKey) < minKey {
+		return fmt.Errorf("publish_key must be at least %d bytes, got %d", minKey, len(h.publishKey))
+	}
 	jwtSecret, err := setting("jwt_secret", h.JWTSecret, repl)
 	if err != nil {
 		return err

@@ -8,7 +8,7 @@ import (
 )
 
 func TestRefusals(t *testing.T) {
-	load(t, site("publish_key s3cret\nmax_channels 3\nallowed_origins https://app.example.com https://*.example.org"))
+	load(t, site("publish_key "+testPublishKey+"\nmax_channels 3\nallowed_origins https://app.example.com https://*.example.org"))
 	cases := []struct {
 		name, method, path, body string
 		header                   []string
@@ -25,12 +25,12 @@ func TestRefusals(t *testing.T) {
 		{"post no key", "POST", "/events/a", "x", nil, 401},
 		{"post wrong key", "POST", "/events/a", "x", []string{"Authorization", "Bearer nope"}, 401},
 		{"post basic auth", "POST", "/events/a", "x", []string{"Authorization", "Basic czNjcmV0"}, 401},
-		{"post bad payload", "POST", "/events/a", `{"event":"a\nb","data":"x"}`, []string{"Authorization", "Bearer s3cret"}, 400},
-		{"post bad retry", "POST", "/events/a", `{"retry":"x","data":"x"}`, []string{"Authorization", "Bearer s3cret"}, 400},
-		{"post no channel", "POST", "/events/", "x", []string{"Authorization", "Bearer s3cret"}, 400},
-		{"post bad channel", "POST", "/events/?channel=a;b", "x", []string{"Authorization", "Bearer s3cret"}, 400},
-		{"post too big", "POST", "/events/a", strings.Repeat("x", 64<<10+1), []string{"Authorization", "Bearer s3cret"}, 413},
-		{"post origin refused", "POST", "/events/a", "x", []string{"Authorization", "Bearer s3cret", "Origin", "https://evil.com"}, 403},
+		{"post bad payload", "POST", "/events/a", `{"event":"a\nb","data":"x"}`, []string{"Authorization", "Bearer " + testPublishKey}, 400},
+		{"post bad retry", "POST", "/events/a", `{"retry":"x","data":"x"}`, []string{"Authorization", "Bearer " + testPublishKey}, 400},
+		{"post no channel", "POST", "/events/", "x", []string{"Authorization", "Bearer " + testPublishKey}, 400},
+		{"post bad channel", "POST", "/events/?channel=a;b", "x", []string{"Authorization", "Bearer " + testPublishKey}, 400},
+		{"post too big", "POST", "/events/a", strings.Repeat("x", 64<<10+1), []string{"Authorization", "Bearer " + testPublishKey}, 413},
+		{"post origin refused", "POST", "/events/a", "x", []string{"Authorization", "Bearer " + testPublishKey, "Origin", "https://evil.com"}, 403},
 		{"put", "PUT", "/events/a", "x", nil, 405},
 		{"delete", "DELETE", "/events/a", "", nil, 405},
 	}
@@ -49,7 +49,7 @@ func TestRefusals(t *testing.T) {
 			t.Errorf("%s: body %q is not a one-line reason", c.name, body)
 		}
 	}
-	code, _, _ := do(t, "POST", "/events/a", strings.Repeat("x", 64<<10), "Authorization", "Bearer s3cret")
+	code, _, _ := do(t, "POST", "/events/a", strings.Repeat("x", 64<<10), "Authorization", "Bearer "+testPublishKey)
 	if code != 202 {
 		t.Errorf("a payload at the limit: %d, want 202", code)
 	}
@@ -108,5 +108,28 @@ func TestHistoryNeedsItsSchema(t *testing.T) {
 		if body := loadFails(t, config); !strings.Contains(body, want) {
 			t.Errorf("refused with %q, want it to say %q", body, want)
 		}
+	}
+}
+
+// TestShortPublishKeyRefused: a publish_key under 32 bytes stops the
+// config, as a short jwt_secret does, whether written out or from the
+// environment; the config in force keeps publishing with its own key.
+func TestShortPublishKeyRefused(t *testing.T) {
+	load(t, site("publish_key "+testPublishKey))
+	t.Setenv("SSE_RELAY_TEST_SHORT_KEY", "dev-publish-key")
+	for _, line := range []string{
+		"publish_key k",
+		"publish_key " + testPublishKey[:31],
+		"publish_key {env.SSE_RELAY_TEST_SHORT_KEY}",
+	} {
+		if why := loadFails(t, site(line)); !strings.Contains(why, "publish_key must be at least 32 bytes") {
+			t.Errorf("%s: refused with %q, want the 32-byte minimum named", line, why)
+		}
+	}
+	if code, _, body := do(t, "POST", "/events/a", "x", "Authorization", "Bearer "+testPublishKey); code != 202 {
+		t.Fatalf("after the refused loads: %d %q, want 202", code, body)
+	}
+	if code, _, _ := do(t, "POST", "/events/a", "x", "Authorization", "Bearer k"); code != 401 {
+		t.Fatalf("a short key after the refused loads: %d, want 401", code)
 	}
 }

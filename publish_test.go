@@ -33,14 +33,14 @@ func TestPostWithoutKeyIs405(t *testing.T) {
 // TestPublishBodyCut: a POST whose body ends before its Content-Length is
 // a 400, and nothing is published.
 func TestPublishBodyCut(t *testing.T) {
-	load(t, site("publish_key k"))
+	load(t, site("publish_key "+testPublishKey))
 	sub := subscribe(t, "/events/cut")
 	c, err := net.Dial("tcp", "localhost:9080")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	fmt.Fprintf(c, "POST /events/cut HTTP/1.1\r\nHost: localhost:9080\r\nAuthorization: Bearer k\r\nContent-Length: 100\r\n\r\nonly part")
+	fmt.Fprintf(c, "POST /events/cut HTTP/1.1\r\nHost: localhost:9080\r\nAuthorization: Bearer %s\r\nContent-Length: 100\r\n\r\nonly part", testPublishKey)
 	_ = c.(*net.TCPConn).CloseWrite()
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -59,10 +59,10 @@ func TestPublishBodyCut(t *testing.T) {
 // statement or transaction (broker.TestPublishSeveralIsAllOrNone).
 func TestPublishToSeveralIsAllOrNone(t *testing.T) {
 	for _, url := range []string{servers.PG(t).URL(), servers.Redis(t).URL(), "memory://"} {
-		load(t, site("broker "+url+"\npublish_key k"))
+		load(t, site("broker "+url+"\npublish_key "+testPublishKey))
 		both := subscribe(t, "/events/?channel=many.a,many.b")
 		onlyB := subscribe(t, "/events/many.b")
-		if code, _, body := do(t, "POST", "/events/?channel=many.a,many.b", "to both", "Authorization", "Bearer k"); code != 202 {
+		if code, _, body := do(t, "POST", "/events/?channel=many.a,many.b", "to both", "Authorization", "Bearer "+testPublishKey); code != 202 {
 			t.Fatalf("%s: POST to two channels: %d %q", url, code, body)
 		}
 		for _, c := range []*sseClient{both, both, onlyB} {

@@ -31,10 +31,10 @@ func idOf(t *testing.T, c *sseClient) (event, string) {
 }
 
 func TestReplayOverHTTP(t *testing.T) {
-	load(t, site("publish_key k\nreplay 100"))
+	load(t, site("publish_key "+testPublishKey+"\nreplay 100"))
 	pub := func(ch, payload string) {
 		t.Helper()
-		if code, _, body := do(t, "POST", "/events/"+ch, payload, "Authorization", "Bearer k"); code != 202 {
+		if code, _, body := do(t, "POST", "/events/"+ch, payload, "Authorization", "Bearer "+testPublishKey); code != 202 {
 			t.Fatalf("publish: %d %s", code, body)
 		}
 	}
@@ -79,11 +79,11 @@ func TestReplayOverHTTP(t *testing.T) {
 // TestReplayLargeBacklog: a resume whose backlog spans many write chunks
 // gets all of it, in order, then live events.
 func TestReplayLargeBacklog(t *testing.T) {
-	load(t, site("publish_key k\nreplay 1000"))
+	load(t, site("publish_key "+testPublishKey+"\nreplay 1000"))
 	pad := strings.Repeat("x", 1000)
 	pub := func(n int) {
 		t.Helper()
-		if code, _, body := do(t, "POST", "/events/big", fmt.Sprintf("%d %s", n, pad), "Authorization", "Bearer k"); code != 202 {
+		if code, _, body := do(t, "POST", "/events/big", fmt.Sprintf("%d %s", n, pad), "Authorization", "Bearer "+testPublishKey); code != 202 {
 			t.Fatalf("publish: %d %s", code, body)
 		}
 	}
@@ -108,9 +108,9 @@ func TestReplayLargeBacklog(t *testing.T) {
 }
 
 func TestReplayOffHasNoRelayIDs(t *testing.T) {
-	load(t, site("publish_key k\nreplay 0"))
+	load(t, site("publish_key "+testPublishKey+"\nreplay 0"))
 	c := subscribe(t, "/events/x")
-	do(t, "POST", "/events/x", "plain", "Authorization", "Bearer k")
+	do(t, "POST", "/events/x", "plain", "Authorization", "Bearer "+testPublishKey)
 	if ev := c.next(t); ev.ID != "" || ev.Data != "plain" {
 		t.Fatalf("replay 0: %+v", ev)
 	}
@@ -186,7 +186,7 @@ func TestStreamHeadersAndRetry(t *testing.T) {
 // TestSlowSubscriberCutOff has one client that never reads. It is cut off
 // while a reading client gets every event promptly.
 func TestSlowSubscriberCutOff(t *testing.T) {
-	load(t, site("publish_key k\nbuffer 32\nwrite_timeout 1s"))
+	load(t, site("publish_key "+testPublishKey+"\nbuffer 32\nwrite_timeout 1s"))
 	slow := rawConn(t, "/events/big")
 	fast := subscribe(t, "/events/big")
 	time.Sleep(200 * time.Millisecond) // let the raw request subscribe
@@ -212,7 +212,7 @@ func TestSlowSubscriberCutOff(t *testing.T) {
 		}
 	}()
 	for i := 0; i < n; i++ {
-		if code, _, body := do(t, "POST", "/events/big", payload, "Authorization", "Bearer k"); code != 202 {
+		if code, _, body := do(t, "POST", "/events/big", payload, "Authorization", "Bearer "+testPublishKey); code != 202 {
 			t.Fatalf("publish %d: %d %s", i, code, body)
 		}
 	}
@@ -308,7 +308,7 @@ func TestTakeOverBehindLogAndEncode(t *testing.T) {
 	}
 	encode zstd gzip
 	sse_relay /events/* {
-		publish_key k
+		publish_key `+testPublishKey+`
 	}
 }
 `)
@@ -322,7 +322,7 @@ func TestTakeOverBehindLogAndEncode(t *testing.T) {
 		}
 	}
 	for i := 0; i < 20; i++ {
-		do(t, "POST", "/events/wrapped", "event "+strconv.Itoa(i), "Authorization", "Bearer k")
+		do(t, "POST", "/events/wrapped", "event "+strconv.Itoa(i), "Authorization", "Bearer "+testPublishKey)
 	}
 	for _, c := range streams {
 		for i := 0; i < 20; i++ {
@@ -343,7 +343,7 @@ func TestTakeOverBehindLogAndEncode(t *testing.T) {
 // hub, as two nodes would have.
 func historySite(brokerURL, extra string) string {
 	route := func(path string, replay int) string {
-		return fmt.Sprintf("\tsse_relay %s {\n\t\tbroker %s\n\t\thistory 100\n\t\treplay %d\n\t\tpublish_key k\n%s\n\t}\n", path, brokerURL, replay, extra)
+		return fmt.Sprintf("\tsse_relay %s {\n\t\tbroker %s\n\t\thistory 100\n\t\treplay %d\n\t\tpublish_key "+testPublishKey+"\n%s\n\t}\n", path, brokerURL, replay, extra)
 	}
 	return "http://localhost:9080 {\n" + route("/a/*", 100) + route("/b/*", 101) + "\trespond \"not events\"\n}\n"
 }
@@ -360,7 +360,7 @@ func uniq(prefix string) string { return fmt.Sprintf("%s%d", prefix, time.Now().
 
 func post(t *testing.T, path, body string) {
 	t.Helper()
-	if code, _, resp := do(t, "POST", path, body, "Authorization", "Bearer k"); code != 202 {
+	if code, _, resp := do(t, "POST", path, body, "Authorization", "Bearer "+testPublishKey); code != 202 {
 		t.Fatalf("POST %s: %d %s", path, code, resp)
 	}
 }
@@ -521,7 +521,7 @@ func TestHistoryLargePayloadOnPostgres(t *testing.T) {
 	if ev := c.next(t); ev.Data != big {
 		t.Fatalf("got %d bytes", len(ev.Data))
 	}
-	if code, _, _ := do(t, "POST", "/a/"+ch, strings.Repeat("x", 65<<10), "Authorization", "Bearer k"); code != 413 {
+	if code, _, _ := do(t, "POST", "/a/"+ch, strings.Repeat("x", 65<<10), "Authorization", "Bearer "+testPublishKey); code != 413 {
 		t.Fatalf("65 KiB: %d, want 413", code)
 	}
 }

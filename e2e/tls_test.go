@@ -15,13 +15,17 @@ import (
 	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
 )
 
+// tlsPublishKey is tlsSite's publish_key: the relay refuses one under 32
+// bytes.
+const tlsPublishKey = "test-publish-key-0123456789abcdef"
+
 // tlsSite is an sse_relay route whose streams a reload ends quickly.
 func tlsSite(heartbeat string) string {
 	return fmt.Sprintf(`	sse_relay /events/* {
-		publish_key k
+		publish_key %s
 		heartbeat %s
 		reload_close_window 200ms
-	}`, heartbeat)
+	}`, tlsPublishKey, heartbeat)
 }
 
 // TestTLSStreams: over HTTPS, as browsers use it, HTTP/3 and HTTP/2
@@ -86,7 +90,7 @@ func TestTLSStreams(t *testing.T) {
 func publish(t *testing.T, client *http.Client, url, body string) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer k")
+	req.Header.Set("Authorization", "Bearer "+tlsPublishKey)
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)

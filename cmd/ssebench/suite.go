@@ -100,7 +100,7 @@ func runOne(caddyBin, pgURL string, sc scenario, mode string) (result, error) {
 	}
 	defer srv.stop()
 	c := config{
-		Target: srv.target, PublishURL: srv.pubURL, Publish: "http", Key: "bench", Channel: "bench",
+		Target: srv.target, PublishURL: srv.pubURL, Publish: "http", Key: benchKey, Channel: "bench",
 		Subs: sc.subs, Events: sc.events, Rate: sc.rate, Sources: 16, PID: srv.cmd.Process.Pid,
 		Timeout: 60 * time.Second, Publishers: 4,
 	}
@@ -124,6 +124,10 @@ func startFloor() (*server, error) {
 		pubURL: fmt.Sprintf("http://127.0.0.1:%d/publish", port)}
 	return s, waitPort(port)
 }
+
+// benchKey is the relay's publish_key in the suite: 32 bytes or more, as
+// the relay requires.
+const benchKey = "ssebench-publish-key-0123456789abcdef"
 
 func startCaddy(bin, broker string) (*server, error) {
 	adminPort, _ := testsrv.FreePort()
@@ -149,12 +153,12 @@ func startCaddy(bin, broker string) (*server, error) {
 http://127.0.0.1:%d {
 	sse_relay /events/* {
 		broker %s
-		publish_key bench
+		publish_key %s
 		max_connections 100000
 		max_connections_per_ip 100000
 	}
 }
-`, adminPort, port, port, broker)
+`, adminPort, port, port, broker, benchKey)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
