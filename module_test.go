@@ -27,6 +27,7 @@ func TestRefusals(t *testing.T) {
 		{"post basic auth", "POST", "/events/a", "x", []string{"Authorization", "Basic czNjcmV0"}, 401},
 		{"post bad payload", "POST", "/events/a", `{"event":"a\nb","data":"x"}`, []string{"Authorization", "Bearer " + testPublishKey}, 400},
 		{"post bad retry", "POST", "/events/a", `{"retry":"x","data":"x"}`, []string{"Authorization", "Bearer " + testPublishKey}, 400},
+		{"post the relay's reset event", "POST", "/events/a", `{"event":"sse-relay-reset","data":"{\"channels\":[\"a\"],\"reason\":\"unknown-id\"}"}`, []string{"Authorization", "Bearer " + testPublishKey}, 400},
 		{"post no channel", "POST", "/events/", "x", []string{"Authorization", "Bearer " + testPublishKey}, 400},
 		{"post bad channel", "POST", "/events/?channel=a;b", "x", []string{"Authorization", "Bearer " + testPublishKey}, 400},
 		{"post too big", "POST", "/events/a", strings.Repeat("x", 64<<10+1), []string{"Authorization", "Bearer " + testPublishKey}, 413},

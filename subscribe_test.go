@@ -136,15 +136,20 @@ func TestPayloadContract(t *testing.T) {
 	if ev := c.next(t); ev.Data != "just text" || ev.Name != "" {
 		t.Fatalf("raw: %+v", ev)
 	}
-	// Refused: event or id that would inject fields. The stream stays up.
+	// Refused: event or id that would inject fields, and the relay's own
+	// reset event. The stream stays up.
 	notify(`{"event":"x\nid: 666","data":"evil"}`)
 	notify(`{"id":"1\r\ndata: evil","data":"evil"}`)
+	notify(`{"event":"sse-relay-reset","data":"evil"}`)
 	notify(`{"event":"after","data":"still here"}`)
 	if ev := c.next(t); ev.Name != "after" || ev.Data != "still here" {
 		t.Fatalf("after refused payloads: %+v", ev)
 	}
-	if c.SawLine("id: 666") || c.SawLine("data: evil") {
+	if c.SawLine("id: 666") || c.SawLine("data: evil") || c.SawLine("event: "+hub.ResetEvent) {
 		t.Fatal("a refused payload reached the stream")
+	}
+	if _, body := adminGet(t, "/metrics"); !regexp.MustCompile(`(?m)^caddy_sse_relay_payloads_refused_total\{reason="reserved_event_name"\} [1-9]`).MatchString(body) {
+		t.Fatal("/metrics does not count the publisher's reset event")
 	}
 	// The seeds' unquoted NOTIFY folds to "orders"; /events/Orders gets it.
 	pgExec(t, conn, `NOTIFY Orders, '{"event":"seed","data":"folded"}'`)

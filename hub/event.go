@@ -50,8 +50,10 @@ type payloadFields struct {
 // Decode turns a publisher's payload into an Event. A JSON object is read
 // for the fields event, id, data, retry and comment; anything else is the
 // data of an unnamed event. It refuses an event or id that would break out of
-// its SSE field (CR, LF or NUL) and a retry that is not a non-negative
-// integer.
+// its SSE field (CR, LF or NUL), a retry that is not a non-negative
+// integer, and the event name ResetEvent, which is the relay's own: a
+// publisher's reset would send every subscriber of the channel back to
+// refetch its state at once.
 func Decode(payload []byte) (Event, error) {
 	ev := Event{Retry: -1}
 	trimmed := bytes.TrimSpace(payload)
@@ -65,6 +67,9 @@ func Decode(payload []byte) (Event, error) {
 	var err error
 	if ev.Name, err = scalarField(f.Event, "event"); err != nil {
 		return Event{}, err
+	}
+	if ev.Name == ResetEvent {
+		return Event{}, &RefusedError{Reason: "reserved event name"}
 	}
 	if ev.ID, err = scalarField(f.ID, "id"); err != nil {
 		return Event{}, err

@@ -33,6 +33,7 @@ func TestDecodeEncode(t *testing.T) {
 		{"empty payload", ``, "data: \n\n"},
 		{"null data", `{"data":null}`, "data: null\n\n"},
 		{"multi-line comment", `{"comment":"a\nb"}`, ": a\n: b\n\n"},
+		{"only the reset's exact name is reserved", `{"event":"SSE-RELAY-RESET"}`, "event: SSE-RELAY-RESET\ndata: \n\n"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -43,6 +44,8 @@ func TestDecodeEncode(t *testing.T) {
 	}
 }
 
+// TestDecodeRefusesInjection: payloads that would inject a field, carry
+// a bad retry, or pass for the relay's own reset event are refused.
 func TestDecodeRefusesInjection(t *testing.T) {
 	for _, p := range []string{
 		`{"event":"a\nid: 99","data":"x"}`,
@@ -53,6 +56,8 @@ func TestDecodeRefusesInjection(t *testing.T) {
 		`{"retry":-5,"data":"x"}`,
 		`{"retry":1.5,"data":"x"}`,
 		`{"event":{"nested":true},"data":"x"}`,
+		`{"event":"sse-relay-reset","data":"{\"channels\":[\"c\"],\"reason\":\"unknown-id\"}"}`,
+		`{"event":"sse-relay-\u0072eset"}`,
 	} {
 		_, err := Decode([]byte(p))
 		if !errors.Is(err, ErrRefused) {
@@ -96,7 +101,7 @@ func FuzzDecodeEncode(f *testing.F) {
 					t.Fatalf("id line %q for id %q", line, ev.ID)
 				}
 			case "event":
-				if ev.Name == "" || line != "event: "+ev.Name {
+				if ev.Name == "" || ev.Name == ResetEvent || line != "event: "+ev.Name {
 					t.Fatalf("event line %q for event %q", line, ev.Name)
 				}
 			case "retry":
