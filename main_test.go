@@ -57,16 +57,27 @@ const globals = `{
 // test Caddy. A missing harness fails the test rather than skipping it.
 func load(t *testing.T, config string) {
 	t.Helper()
+	loadWith(t, globals, config)
+}
+
+// loadWith is load with another global block.
+func loadWith(t *testing.T, global, config string) {
+	t.Helper()
 	var skipped bool
 	t.Run("load", func(st *testing.T) {
 		tc := caddytest.NewTester(st)
-		tc.InitServer(globals+config, "caddyfile")
+		tc.InitServer(global+config, "caddyfile")
 		skipped = st.Skipped()
 	})
 	if skipped {
 		t.Fatal("the caddytest integration harness could not start Caddy")
 	}
 }
+
+// trustingLocalProxy is globals with the test client's own addresses as
+// trusted proxies, so a test sets the client IP with X-Forwarded-For.
+var trustingLocalProxy = strings.Replace(globals, "\tgrace_period 5s\n",
+	"\tgrace_period 5s\n\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32 ::1/128\n\t}\n", 1)
 
 // site wraps handler lines into a site serving /events/*. Every test
 // comes from one address, so the new-channel rate is raised unless the

@@ -143,9 +143,10 @@ type Handler struct {
 	// it a new stream gets 503. Default 10000.
 	MaxConnections int `json:"max_connections,omitempty"`
 
-	// MaxConnectionsPerIP caps the streams of one client IP (as Caddy's
-	// trusted_proxies resolve it); over it a new stream gets 429.
-	// Default 1024.
+	// MaxConnectionsPerIP caps the streams of one client (as Caddy's
+	// trusted_proxies resolve its address): one IPv4 address, or one IPv6
+	// /64, since a host may use every address of its /64. Over it a new
+	// stream gets 429. Default 1024.
 	MaxConnectionsPerIP int `json:"max_connections_per_ip,omitempty"`
 
 	// MaxChannelsTotal caps the channels this node holds for this broker

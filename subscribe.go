@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -39,7 +40,7 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 		stream.Head(w)
 		return nil
 	}
-	ip := clientIP(r)
+	ip := clientNet(clientIP(r))
 	release, err := h.relay.admit(ip, h.MaxConnections, h.MaxConnectionsPerIP)
 	if err != nil {
 		status := http.StatusServiceUnavailable
@@ -123,4 +124,21 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// clientNet is what max_connections_per_ip counts a client by: an IPv4
+// address, or the /64 of an IPv6 one. A single IPv6 host is usually given
+// a whole /64 and may use any address in it, so counting each /128 apart
+// would let one client take every slot. An IPv4-mapped IPv6 address counts
+// as the IPv4 address; a string that is no address counts as itself.
+func clientNet(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return a.String()
+	}
+	return netip.PrefixFrom(a, 64).Masked().String()
 }

@@ -275,6 +275,50 @@ func TestConnectionLimits(t *testing.T) {
 	}
 }
 
+// TestConnectionLimitPerIPv6Net: max_connections_per_ip counts IPv6
+// clients by /64, so one host cannot take every slot by using many
+// addresses of its prefix; IPv4 clients count by address. Client
+// addresses come from X-Forwarded-For through a trusted proxy.
+func TestConnectionLimitPerIPv6Net(t *testing.T) {
+	loadWith(t, trustingLocalProxy, site("max_connections_per_ip 2"))
+	waitStreams(t, 0)
+	from := func(ip string) []string { return []string{"X-Forwarded-For", ip} }
+	subscribe(t, "/events/a", from("2001:db8:1:2::1")...)
+	subscribe(t, "/events/a", from("2001:db8:1:2::2")...)
+	for _, ip := range []string{"2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::2", "2001:DB8:1:2::3"} {
+		if code, hdr, _ := do(t, "GET", "/events/a", "", from(ip)...); code != 429 || hdr.Get("Retry-After") == "" {
+			t.Fatalf("a third stream from %s, in the same /64: %d, want 429 with Retry-After", ip, code)
+		}
+	}
+	subscribe(t, "/events/a", from("2001:db8:1:3::1")...) // the next /64
+	subscribe(t, "/events/a", from("10.0.0.1")...)
+	subscribe(t, "/events/a", from("10.0.0.1")...)
+	if code, _, _ := do(t, "GET", "/events/a", "", from("::ffff:10.0.0.1")...); code != 429 {
+		t.Fatalf("a third stream from 10.0.0.1, IPv4-mapped: %d, want 429", code)
+	}
+	subscribe(t, "/events/a", from("10.0.0.2")...) // IPv4 counts by address
+}
+
+// TestClientNet: what the per-IP limit counts a client by. Pure: no
+// server.
+func TestClientNet(t *testing.T) {
+	for _, c := range []struct{ ip, want string }{
+		{"192.0.2.7", "192.0.2.7"},
+		{"::ffff:192.0.2.7", "192.0.2.7"},
+		{"2001:db8:1:2::1", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"},
+		{"2001:DB8:1:2::1", "2001:db8:1:2::/64"},
+		{"2001:db8:1:3::1", "2001:db8:1:3::/64"},
+		{"fe80::1%eth0", "fe80::/64"},
+		{"::1", "::/64"},
+		{"not an address", "not an address"},
+	} {
+		if got := clientNet(c.ip); got != c.want {
+			t.Errorf("clientNet(%q) = %q, want %q", c.ip, got, c.want)
+		}
+	}
+}
+
 // TestStreamOnClosedRelayIs503: a request that races the last Cleanup of
 // its relay (the hub is closed) is told to come back, and gives its
 // connection slot back. No Caddy config can hold the race open, so the
