@@ -13,6 +13,10 @@ import (
 // earlier on PATH, such as a pyenv one, may not see them.
 const djangoPython = "/usr/bin/python3"
 
+// djangoJWTSecret is runtests.py's SSE_RELAY_JWT_SECRET, the jwt_secret
+// of the node that checks the package's tokens.
+const djangoJWTSecret = "0123456789abcdef0123456789abcdef-python"
+
 // djangoTrees are the Django releases contrib/django is tested on besides
 // Debian's own 3.2: Debian packages that make deps unpacks here
 // (e2e/django/fetch.sh), put first on PYTHONPATH.
@@ -21,7 +25,8 @@ var djangoTrees = []string{"4.2", "5.2"}
 // TestDjangoPackage runs contrib/django's unittest suite, on Django 3.2,
 // 4.2 and 5.2, against this test binary's Postgres and Redis and two Caddy
 // nodes on them: notify() reaches an SSE client only after commit, never
-// after rollback.
+// after rollback. A third node, on Postgres with jwt_secret, takes the
+// tokens sse_url mints.
 func TestDjangoPackage(t *testing.T) {
 	if out, err := exec.Command(djangoPython, "-c", "import django, psycopg2, redis").CombinedOutput(); err != nil {
 		t.Fatalf("the Django tests need Debian's python3-django, python3-psycopg2 and python3-redis (make deps installs them): %v\n%s", err, out)
@@ -30,6 +35,7 @@ func TestDjangoPackage(t *testing.T) {
 	// thread's read to return.
 	pg := startNode(t, "broker "+servers.PG(t).URL()+"\nheartbeat 1s")
 	rd := startNode(t, "broker "+servers.Redis(t).URL()+"\nheartbeat 1s")
+	jwt := startNode(t, "broker "+servers.PG(t).URL()+"\nheartbeat 1s\njwt_secret "+djangoJWTSecret)
 
 	versions, paths := []string{"3.2"}, []string{""}
 	for _, v := range djangoTrees {
@@ -50,6 +56,7 @@ func TestDjangoPackage(t *testing.T) {
 				"SSE_RELAY_TEST_BASE="+pg.base,
 				"SSE_RELAY_TEST_REDIS_URL="+servers.Redis(t).URL(),
 				"SSE_RELAY_TEST_REDIS_BASE="+rd.base,
+				"SSE_RELAY_TEST_JWT_BASE="+jwt.base,
 			)
 			out, err := cmd.CombinedOutput()
 			t.Logf("runtests.py:\n%s", out)

@@ -13,9 +13,10 @@ service that only mints tokens does (see django_sse_relay.tokens), needs
 neither Django nor its settings.
 """
 import json
+import string
 import unicodedata
 
-__all__ = ["notify", "payload", "subscriber_token", "check_channel", "MAX_PAYLOAD"]
+__all__ = ["notify", "payload", "subscriber_token", "check_channel", "heard", "MAX_PAYLOAD"]
 
 #: Postgres NOTIFY payloads must be shorter than 8000 bytes.
 MAX_PAYLOAD = {"postgres": 7999, "redis": 64 * 1024}
@@ -127,8 +128,35 @@ def subscriber_token(channels, ttl=3600, *, publish=None, secret=None):
     return tokens.subscriber_token(channels, ttl, publish=publish, secret=secret)
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def heard(channels, backend=None):
+    """The channel names whose events a stream of channels receives.
+
+    Postgres folds unquoted identifiers, so on Postgres a channel with ASCII
+    capitals also receives the unquoted NOTIFY of its lowercase form
+    (user.Alice gets NOTIFY user.Alice, which arrives as user.alice), and the
+    relay opens such a stream only for a token that grants both names. Only
+    ASCII letters fold, as in Postgres.
+    """
+    backend = backend or _backend()
+    out = list(channels)
+    if backend == "postgres":
+        for c in channels:
+            folded = c.translate(_ASCII_LOWER)
+            if folded not in out:
+                out.append(folded)
+    return out
+
+
 def sse_url(*channels, token=False, ttl=3600):
-    """The stream URL for channels, with ?token= when asked for."""
+    """The stream URL for channels, with ?token= when asked for.
+
+    The token grants what the stream receives: on Postgres, user.Alice's
+    token also grants user.alice (see heard), without which the relay
+    answers 403.
+    """
     from urllib.parse import quote, urlencode
     for c in channels:
         check_channel(c)
@@ -139,5 +167,5 @@ def sse_url(*channels, token=False, ttl=3600):
     else:
         url, query = prefix, {"channel": ",".join(channels)}
     if token:
-        query["token"] = subscriber_token(channels, ttl)
+        query["token"] = subscriber_token(heard(channels), ttl)
     return url + ("?" + urlencode(query) if query else "")

@@ -7,7 +7,9 @@ import queue
 import threading
 import time
 import unittest
+import urllib.error
 import urllib.request
+from urllib.parse import parse_qs, urlparse
 
 from django.db import connection, transaction
 from django.template import Context, Template
@@ -88,6 +90,18 @@ class TemplateTagTests(unittest.TestCase):
         # Not HTML-escaped: inside <script> an &amp; would break the URL.
         out = Template('{% load sse_relay %}{% sse_url "a" "b" token=True %}').render(Context())
         self.assertTrue(out.startswith("/events/?channel=a%2Cb&token="), out)
+
+    def test_sse_url_token_grants_what_the_stream_hears(self):
+        """On Postgres user.Alice also hears NOTIFY user.alice, and the relay wants both granted."""
+        def granted(url):
+            token = parse_qs(urlparse(url).query)["token"][0]
+            return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["channels"]
+        self.assertEqual(granted(django_sse_relay.sse_url("user.Alice", token=True)), ["user.Alice", "user.alice"])
+        self.assertEqual(granted(django_sse_relay.sse_url("user.Alice", "Team.ÄB", "x", token=True)),
+                         ["user.Alice", "Team.ÄB", "x", "user.alice", "team.Äb"])  # only ASCII folds
+        self.assertEqual(granted(django_sse_relay.sse_url("user.alice", token=True)), ["user.alice"])
+        with override_settings(SSE_RELAY_BACKEND="redis"):
+            self.assertEqual(granted(django_sse_relay.sse_url("user.Alice", token=True)), ["user.Alice"])
 
 
 class Stream:
@@ -188,6 +202,31 @@ class PostgresEndToEnd(_Commit, unittest.TestCase):
 
     def test_event_only_after_commit(self):
         self.check_only_after_commit("orders")
+
+
+@unittest.skipUnless(os.environ.get("SSE_RELAY_TEST_JWT_BASE"), "needs SSE_RELAY_TEST_JWT_BASE (run through go test ./e2e)")
+class PostgresTokenEndToEnd(unittest.TestCase):
+    """A relay on Postgres with jwt_secret: sse_url's token opens a channel with capitals."""
+    base = os.environ.get("SSE_RELAY_TEST_JWT_BASE")
+
+    def test_sse_url_token_opens_a_channel_with_capitals(self):
+        stream = Stream(self.base + django_sse_relay.sse_url("user.Alice", token=True))
+        try:
+            notify("user.Alice", "to user.Alice", on_commit=False)
+            self.assertEqual(stream.get(10), "to user.Alice")
+            # What an unquoted NOTIFY user.Alice becomes: the stream hears it,
+            # which is why the token must grant it.
+            notify("user.alice", "to user.alice", on_commit=False)
+            self.assertEqual(stream.get(10), "to user.alice")
+        finally:
+            stream.close()
+
+    def test_token_for_the_given_name_alone_is_refused(self):
+        """What sse_url minted before: the relay answers 403."""
+        url = self.base + "/events/user.Alice?token=" + subscriber_token(["user.Alice"])
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(url, timeout=30)
+        self.assertEqual(cm.exception.code, 403)
 
 
 @unittest.skipUnless(os.environ.get("SSE_RELAY_TEST_REDIS_BASE"), "needs SSE_RELAY_TEST_REDIS_BASE")
