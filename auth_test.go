@@ -298,6 +298,19 @@ func TestPythonMintedToken(t *testing.T) {
 	if code, _, _ := do(t, "GET", "/events/user.43?token="+tok, ""); code != 403 {
 		t.Fatalf("python token for another channel: %d", code)
 	}
+
+	// With jwt_audience and jwt_issuer, its --audience and --issuer.
+	load(t, site("jwt_secret "+testSecret+"\njwt_audience sse-relay\njwt_issuer https://app.example.com"))
+	cmd = exec.Command("python3", "-m", "django_sse_relay.tokens", testSecret, "user.42", "60",
+		"--audience", "sse-relay", "--issuer", "https://app.example.com")
+	cmd.Env = append(os.Environ(), "PYTHONPATH=contrib/django")
+	if out, err = cmd.Output(); err != nil {
+		t.Fatalf("python3 -m django_sse_relay.tokens --audience --issuer: %v", err)
+	}
+	subscribe(t, "/events/user.42?token="+strings.TrimSpace(string(out))).Close()
+	if code, _, _ := do(t, "GET", "/events/user.42?token="+tok, ""); code != 401 {
+		t.Fatalf("python token without aud and iss: %d, want 401", code)
+	}
 }
 
 // TestForwardAuthRecipe: Django decides through forward_auth and hands the

@@ -175,14 +175,14 @@ func (discard) DeliverEntry(broker.Entry) {}
 func (discard) Reset([]string, string)    {}
 
 func tokenCommand() *cobra.Command {
-	var secret string
+	var secret, audience, issuer string
 	var channels, publish []string
 	var ttl time.Duration
 	c := &cobra.Command{
-		Use:   "token --secret S --channel C [--channel C2 …] [--publish C …] [--ttl 1h]",
+		Use:   "token --secret S --channel C [--channel C2 …] [--publish C …] [--ttl 1h] [--audience A] [--issuer I]",
 		Short: "Mint an HS256 subscriber token",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			tok, err := mintToken(secret, channels, publish, ttl)
+			tok, err := mintToken(secret, channels, publish, ttl, audience, issuer)
 			if err != nil {
 				return err
 			}
@@ -195,10 +195,12 @@ func tokenCommand() *cobra.Command {
 	f.StringArrayVar(&channels, "channel", nil, "channel the token may read (exact or * glob); repeat for more")
 	f.StringArrayVar(&publish, "publish", nil, "channel the token may publish on; repeat for more")
 	f.DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
+	f.StringVar(&audience, "audience", "", "the aud claim, for a handler with jwt_audience")
+	f.StringVar(&issuer, "issuer", "", "the iss claim, for a handler with jwt_issuer")
 	return c
 }
 
-func mintToken(secret string, channels, publish []string, ttl time.Duration) (string, error) {
+func mintToken(secret string, channels, publish []string, ttl time.Duration, audience, issuer string) (string, error) {
 	if _, err := newVerifier(secret, "", tokenRules{}); err != nil || secret == "" {
 		return "", fmt.Errorf("--secret: %v", errOr(err, errors.New("required")))
 	}
@@ -214,6 +216,12 @@ func mintToken(secret string, channels, publish []string, ttl time.Duration) (st
 	}
 	if len(publish) > 0 {
 		claims["publish"] = publish
+	}
+	if audience != "" {
+		claims["aud"] = audience
+	}
+	if issuer != "" {
+		claims["iss"] = issuer
 	}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
 }

@@ -50,6 +50,18 @@ func TestCLI(t *testing.T) {
 	if _, err := open(n.base+"/events/user.43?token="+tok, nil); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("token for another channel: %v", err)
 	}
+
+	// --audience and --issuer, for a handler with jwt_audience and jwt_issuer.
+	n = startNode(t, "jwt_secret "+secret+"\njwt_audience sse-relay\njwt_issuer https://app.example.com")
+	out, err = exec.Command(caddyBin, "sse-relay", "token", "--secret", secret, "--channel", "user.42",
+		"--audience", "sse-relay", "--issuer", "https://app.example.com").Output()
+	if err != nil {
+		t.Fatalf("token --audience --issuer: %v", err)
+	}
+	openMany(t, n.base+"/events/user.42?token="+strings.TrimSpace(string(out)), 1)
+	if _, err := open(n.base+"/events/user.42?token="+tok, nil); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("token without aud and iss: %v", err)
+	}
 }
 
 // TestCLIHistory: `caddy sse-relay schema` prints the Postgres schema and

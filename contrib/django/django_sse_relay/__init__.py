@@ -112,11 +112,14 @@ def _redis():
     return _redis_client
 
 
-def subscriber_token(channels, ttl=3600, *, publish=None, secret=None):
+def subscriber_token(channels, ttl=3600, *, publish=None, secret=None, audience=None, issuer=None):
     """An HS256 token for a handler with jwt_secret: channels (exact or * globs) for ttl seconds.
 
-    The secret is settings.SSE_RELAY_JWT_SECRET unless passed; without Django,
-    use django_sse_relay.tokens.subscriber_token, which this calls.
+    Without secret=, the secret is settings.SSE_RELAY_JWT_SECRET, and audience
+    and issuer, unless passed, are SSE_RELAY_JWT_AUDIENCE and
+    SSE_RELAY_JWT_ISSUER (the handler's jwt_audience and jwt_issuer). With
+    secret= no setting is read, so no Django is needed; this calls
+    django_sse_relay.tokens.subscriber_token.
     """
     # Imported here rather than at the top so that `python3 -m
     # django_sse_relay.tokens` does not find the module already imported.
@@ -125,7 +128,11 @@ def subscriber_token(channels, ttl=3600, *, publish=None, secret=None):
         secret = _setting("SSE_RELAY_JWT_SECRET", "")
         if len(secret.encode()) < tokens.MIN_SECRET:
             raise ValueError("SSE_RELAY_JWT_SECRET must be at least %d bytes, as the relay's jwt_secret" % tokens.MIN_SECRET)
-    return tokens.subscriber_token(channels, ttl, publish=publish, secret=secret)
+        if audience is None:
+            audience = _setting("SSE_RELAY_JWT_AUDIENCE", None)
+        if issuer is None:
+            issuer = _setting("SSE_RELAY_JWT_ISSUER", None)
+    return tokens.subscriber_token(channels, ttl, publish=publish, secret=secret, audience=audience, issuer=issuer)
 
 
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)

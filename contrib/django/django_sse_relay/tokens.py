@@ -32,10 +32,12 @@ def _b64(raw):
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def subscriber_token(channels, ttl=3600, *, publish=None, secret):
+def subscriber_token(channels, ttl=3600, *, publish=None, secret, audience=None, issuer=None):
     """An HS256 token for a handler with jwt_secret: channels (exact or * globs) for ttl seconds.
 
-    publish, when given, names the channels the token may also publish on.
+    publish, when given, names the channels the token may also publish on;
+    audience and issuer set the aud and iss claims that a handler with
+    jwt_audience or jwt_issuer requires.
     """
     key = secret.encode()
     if len(key) < MIN_SECRET:
@@ -43,6 +45,10 @@ def subscriber_token(channels, ttl=3600, *, publish=None, secret):
     claims = {"channels": list(channels), "exp": int(time.time()) + int(ttl)}
     if publish:
         claims["publish"] = list(publish)
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
     header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
     body = _b64(json.dumps(claims, separators=(",", ":")).encode())
     signature = hmac.new(key, (header + "." + body).encode("ascii"), hashlib.sha256).digest()
@@ -62,13 +68,16 @@ def main(argv=None):
     parser.add_argument("ttl", type=int, nargs="?", default=3600, help="seconds the token is valid (default 3600)")
     parser.add_argument("--publish", type=_split, default=None, metavar="CHANNELS",
                         help="comma-separated channels the token may publish on")
+    parser.add_argument("--audience", default=None, help="the aud claim, for a handler with jwt_audience")
+    parser.add_argument("--issuer", default=None, help="the iss claim, for a handler with jwt_issuer")
     args = parser.parse_args(argv)
     if not args.channels and not args.publish:
         parser.error("name at least one channel")
     if args.ttl <= 0:
         parser.error("TTL must be a positive number of seconds")
     try:
-        token = subscriber_token(args.channels, args.ttl, publish=args.publish, secret=args.secret)
+        token = subscriber_token(args.channels, args.ttl, publish=args.publish, secret=args.secret,
+                                 audience=args.audience, issuer=args.issuer)
     except ValueError as e:
         parser.error(str(e))
     print(token)

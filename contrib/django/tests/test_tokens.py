@@ -54,6 +54,17 @@ class TokensModuleTests(unittest.TestCase):
             self.assertEqual(out.returncode, 2, args)
             self.assertEqual(out.stdout, "", args)
 
+    def test_audience_and_issuer(self):
+        """For a handler with jwt_audience and jwt_issuer; left out when not asked for."""
+        claims = decode(tokens.subscriber_token(["a"], secret=SECRET, audience="sse-relay", issuer="https://app.example.com"), SECRET)
+        self.assertEqual((claims["aud"], claims["iss"]), ("sse-relay", "https://app.example.com"))
+        self.assertNotIn("aud", decode(tokens.subscriber_token(["a"], secret=SECRET), SECRET))
+        out = subprocess.run([sys.executable, "-m", "django_sse_relay.tokens", SECRET, "a", "--audience", "sse-relay",
+                              "--issuer", "https://app.example.com"], cwd=HERE, capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        claims = decode(out.stdout.strip(), SECRET)
+        self.assertEqual((claims["aud"], claims["iss"]), ("sse-relay", "https://app.example.com"))
+
     def test_secret_is_required(self):
         with self.assertRaises(TypeError):
             tokens.subscriber_token(["a"])
@@ -62,6 +73,19 @@ class TokensModuleTests(unittest.TestCase):
 
 
 class SettingsSecretTests(unittest.TestCase):
+    def test_audience_and_issuer_from_settings(self):
+        with override_settings(SSE_RELAY_JWT_SECRET=SECRET, SSE_RELAY_JWT_AUDIENCE="sse-relay",
+                               SSE_RELAY_JWT_ISSUER="https://app.example.com"):
+            claims = decode(django_sse_relay.subscriber_token(["a"]), SECRET)
+            self.assertEqual((claims["aud"], claims["iss"]), ("sse-relay", "https://app.example.com"))
+            claims = decode(django_sse_relay.subscriber_token(["a"], audience="other"), SECRET)
+            self.assertEqual(claims["aud"], "other")
+            # secret= reads no setting, as without Django.
+            other = "another-secret-another-secret-42"
+            self.assertNotIn("aud", decode(django_sse_relay.subscriber_token(["a"], secret=other), other))
+        with override_settings(SSE_RELAY_JWT_SECRET=SECRET):
+            self.assertNotIn("aud", decode(django_sse_relay.subscriber_token(["a"]), SECRET))
+
     def test_settings_only_when_no_secret_passed(self):
         with override_settings(SSE_RELAY_JWT_SECRET=SECRET):
             decode(django_sse_relay.subscriber_token(["a"]), SECRET)
