@@ -233,6 +233,7 @@ func TestHistoryAcrossBrokerOutage(t *testing.T) {
 	for name, url := range historyBrokers(t) {
 		t.Run(name, func(t *testing.T) {
 			load(t, historySite(url, ""))
+			waitHealthy(t)
 			ch := uniq("out")
 			c := subscribe(t, "/a/"+ch)
 			post(t, "/a/"+ch, "before")
@@ -259,6 +260,8 @@ func TestHistoryAcrossBrokerOutage(t *testing.T) {
 			if ev := c.next(t); ev.Data != "during" {
 				t.Fatalf("after the outage: %+v, want the event published during it", ev)
 			}
+			// The backfill comes before the connection counts as up.
+			waitHealthy(t)
 			post(t, "/a/"+ch, "after")
 			if ev := c.next(t); ev.Data != "after" {
 				t.Fatalf("got %+v", ev)

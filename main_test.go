@@ -72,6 +72,8 @@ func loadWith(t *testing.T, global, config string) {
 	if skipped {
 		t.Fatal("the caddytest integration harness could not start Caddy")
 	}
+	// A relay reused from an earlier test may still be reconnecting.
+	waitHealthy(t)
 }
 
 // trustingLocalProxy is globals with the test client's own addresses as
@@ -205,4 +207,24 @@ func rawConn(t testing.TB, path string) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: localhost:9080\r\n\r\n", path)
 	return c
+}
+
+// waitHealthy waits until every broker of the running config is connected
+// (an earlier test may have left one reconnecting).
+func waitHealthy(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://localhost:2999/sse_relay/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("brokers not healthy within 10s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

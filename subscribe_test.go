@@ -410,7 +410,8 @@ func uniq(prefix string) string { return fmt.Sprintf("%s%d", prefix, time.Now().
 func post(t *testing.T, path, body string) {
 	t.Helper()
 	if code, _, resp := do(t, "POST", path, body, "Authorization", "Bearer "+testPublishKey); code != 202 {
-		t.Fatalf("POST %s: %d %s", path, code, resp)
+		_, stats := adminGet(t, "/sse_relay/stats")
+		t.Fatalf("POST %s: %d %s\n%s", path, code, resp, stats)
 	}
 }
 
@@ -520,9 +521,8 @@ func TestHistoryExpiredCursor(t *testing.T) {
 			c := subscribe(t, "/a/"+ch)
 			post(t, "/a/"+ch, "first")
 			_, id := idOf(t, c)
-			// Redis trims a whole node of a stream at a time: publish
-			// enough to drop one. Postgres trims when a node runs
-			// retention; run it now instead of waiting for it.
+			// Redis trims on every append; Postgres when a node runs
+			// retention: run it now instead of waiting for it.
 			for i := range 250 {
 				post(t, "/a/"+ch, fmt.Sprint("more ", i))
 			}

@@ -729,17 +729,30 @@ func TestRedisLogAcrossRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// MAXLEN ~ trims whole nodes of the stream: push enough to drop one.
-	for i := range 200 {
-		_ = rc.FCall(ctx, "sse_relay_publish", []string{RedisLogKey("rr")}, fmt.Sprint("fill ", i), 5, 0).Err()
-	}
-	_, trimmed, err := b.Log().Read(ctx, map[string]Position{"rr": first}, 10)
+	got, trimmed, err := b.Log().Read(ctx, map[string]Position{"rr": first}, 10)
 	if err != nil || len(trimmed) != 1 || trimmed[0] != "rr" {
 		t.Fatalf("read from a trimmed position: trimmed %v, %v", trimmed, err)
 	}
 	head, err := b.Log().Head(ctx, []string{"rr", "empty"})
 	if err != nil || head["rr"].IsZero() || !head["empty"].IsZero() {
 		t.Fatalf("heads %v %v", head, err)
+	}
+	// A stream trimmed empty (as age does to a quiet channel) keeps its
+	// last id as head, and a cursor there sees later entries with no
+	// reset: nothing after it was trimmed.
+	if err := rc.XTrimMaxLen(ctx, RedisLogKey("rr"), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	head, err = b.Log().Head(ctx, []string{"rr"})
+	if err != nil || head["rr"].IsZero() {
+		t.Fatalf("head of a stream trimmed empty: %v %v", head, err)
+	}
+	if err := b.Publish(ctx, []string{"rr"}, []byte("after empty")); err != nil {
+		t.Fatal(err)
+	}
+	got, trimmed, err = b.Log().Read(ctx, head, 10)
+	if err != nil || len(got) != 1 || len(trimmed) != 0 {
+		t.Fatalf("read from the head of an emptied stream: %v trimmed %v, %v", got, trimmed, err)
 	}
 }
 
@@ -790,7 +803,7 @@ func TestLeastPrivilegeHistory(t *testing.T) {
 		defer rc.Close()
 		acl := []any{"ACL", "SETUSER", "relaylog", "reset", "on", ">log-pw", "&*", "~sse-relay:*",
 			"+subscribe", "+unsubscribe", "+publish", "+ping", "+multi", "+exec", "+client|setname",
-			"+function|load", "+fcall", "+xadd", "+xtrim", "+time", "+xrange", "+xrevrange", "+xinfo|stream", "+xlen"}
+			"+function|load", "+fcall", "+xadd", "+xtrim", "+time", "+xrange", "+xrevrange", "+xinfo|stream", "+xlen", "+get", "+set"}
 		if err := rc.Do(ctx, acl...).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -878,4 +891,20 @@ func TestResyncAtScale(t *testing.T) {
 			t.Logf("%s: %d channels listened again %v after the cut", c.name, channels, resync.Round(time.Millisecond))
 		})
 	}
+}
+
+// TestPostgresLogStartsAtListen: the reader has one place for all
+// channels; a channel listened to after an entry of it was committed does
+// not get that entry as a live event (a stream without a cursor starts
+// where the log is), only what is committed after.
+func TestPostgresLogStartsAtListen(t *testing.T) {
+	pgSchema(t)
+	b, rec := openHistory(t, servers.PG(t).URL(), History{Count: 100})
+	ch := fresh("late")
+	pgExec(t, `SELECT sse_relay.publish($1, 'before anyone listened')`, ch)
+	waitReady(t, b.Listen(ch))
+	pgExec(t, `SELECT sse_relay.publish($1, 'after')`, ch)
+	rec.waitFor(t, "after", func() bool { return rec.has(ch + " after") })
+	time.Sleep(100 * time.Millisecond)
+	rec.exactly(t, "only what came after the listen", ch+" after")
 }

@@ -270,11 +270,12 @@ func (p *postgres) sync(conn *pgx.Conn, l *pgListens) error {
 	if !changed {
 		return nil
 	}
-	var stmts []string
+	var stmts, fresh []string
 	for _, ch := range add {
 		for _, name := range pgNames(ch) {
 			if l.refs[name] == 0 {
 				stmts = append(stmts, "LISTEN "+pgx.Identifier{name}.Sanitize())
+				fresh = append(fresh, name)
 			}
 			l.refs[name]++
 			l.routes[name] = append(l.routes[name], ch)
@@ -290,8 +291,16 @@ func (p *postgres) sync(conn *pgx.Conn, l *pgListens) error {
 			delete(l.refs, name)
 			delete(l.routes, name)
 			stmts = append(stmts, "UNLISTEN "+pgx.Identifier{name}.Sanitize())
+			if p.log != nil {
+				p.log.unlistened(name)
+			}
 		}
 		delete(l.have, ch)
+	}
+	if p.log != nil && len(fresh) > 0 {
+		if err := p.log.listening(p.ctx, conn, fresh); err != nil {
+			return err
+		}
 	}
 	for len(stmts) > 0 {
 		n := min(len(stmts), pgSyncBatch)

@@ -42,8 +42,9 @@ type pgLog struct {
 	logger  *zap.Logger
 
 	// Owned by the broker's goroutine.
-	pos      Position // the last position delivered
-	due      bool     // an announcement or a poll asks for a read
+	pos      Position            // the last position delivered
+	since    map[string]Position // per channel name, where it started to be listened
+	due      bool                // an announcement or a poll asks for a read
 	poll     time.Duration
 	trimAt   time.Time // next retention run
 	trimWarn bool      // a failing trim was logged
@@ -118,6 +119,38 @@ func (l *pgLog) start(ctx context.Context, conn *pgx.Conn) error {
 	l.pos = Position{Hi: xmin - 1, Lo: math.MaxInt64}
 	return nil
 }
+
+// listening records, before names are first listened to, the position
+// they start at: the log's head now. The reader's place is one for all
+// channels, and a channel listened to later must not get, as live events,
+// what was committed before anyone listened. (Read before the LISTEN: a
+// transaction still running then has an id at or after the head, so
+// nothing it commits is skipped.) A name listened to again after a
+// reconnect keeps its place, so what came in the outage is delivered.
+func (l *pgLog) listening(ctx context.Context, conn *pgx.Conn, names []string) error {
+	ctx, cancel := context.WithTimeout(ctx, pgCallTimeout)
+	defer cancel()
+	var text string
+	if err := conn.QueryRow(ctx, `SELECT sse_relay.head()`).Scan(&text); err != nil {
+		return fmt.Errorf("reading the log's head: %w", err)
+	}
+	head, err := ParsePosition(text)
+	if err != nil {
+		return err
+	}
+	if l.since == nil {
+		l.since = map[string]Position{}
+	}
+	for _, name := range names {
+		if _, ok := l.since[name]; !ok {
+			l.since[name] = head
+		}
+	}
+	return nil
+}
+
+// unlistened forgets where name started.
+func (l *pgLog) unlistened(name string) { delete(l.since, name) }
 
 // announced notes an announcement for a channel the connection listens to.
 func (l *pgLog) announced(channel string, listened map[string]int) {
@@ -200,6 +233,9 @@ func (l *pgLog) readBatch(ctx context.Context, conn *pgx.Conn, names []string, r
 		}
 		l.pos = pos
 		n++
+		if !l.since[channel].Less(pos) {
+			continue // committed before the channel was listened to
+		}
 		for _, ch := range routes[channel] {
 			sink.DeliverEntry(Entry{Channel: ch, Pos: pos, Payload: []byte(payload)})
 		}

@@ -171,7 +171,7 @@ func (l *redisLog) Read(ctx context.Context, after map[string]Position, limit in
 		channel string
 		pos     Position
 		rng     *redis.XMessageSliceCmd
-		info    *redis.XInfoStreamCmd
+		gone    *redis.StringCmd
 	}
 	qs := make([]query, 0, len(after))
 	_, err := l.client.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -179,11 +179,11 @@ func (l *redisLog) Read(ctx context.Context, after map[string]Position, limit in
 			key := RedisLogKey(ch)
 			qs = append(qs, query{channel: ch, pos: pos,
 				rng:  p.XRangeN(ctx, key, "("+pos.String(), "+", int64(limit)),
-				info: p.XInfoStream(ctx, key)})
+				gone: p.Get(ctx, key+":trimmed")})
 		}
 		return nil
 	})
-	if err != nil && !isNoSuchKey(err) {
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, fmt.Errorf("reading the log: %w", err)
 	}
 	var out []Entry
@@ -201,23 +201,13 @@ func (l *redisLog) Read(ctx context.Context, after map[string]Position, limit in
 			d, _ := m.Values["d"].(string)
 			out = append(out, Entry{Channel: q.channel, Pos: pos, Payload: []byte(d)})
 		}
-		if info, err := q.info.Result(); err == nil && streamTrimmedAfter(info, q.pos) {
+		// The function keeps the newest id it trimmed: a position before
+		// it has lost entries after it.
+		if gone, err := ParsePosition(q.gone.Val()); err == nil && q.pos.Less(gone) {
 			trimmed = append(trimmed, q.channel)
-		} // else no stream: nothing trimmed
+		}
 	}
 	return out, trimmed, nil
-}
-
-// streamTrimmedAfter reports whether entries after pos were trimmed away:
-// the oldest entry left is after pos (so pos itself is gone), and, for the
-// zero position, anything was ever trimmed. (Trimming does not raise
-// max-deleted-entry-id on Redis 7.0, so that cannot tell.)
-func streamTrimmedAfter(info *redis.XInfoStream, pos Position) bool {
-	first, err := ParsePosition(info.FirstEntry.ID)
-	if err != nil || !pos.Less(first) {
-		return false
-	}
-	return !pos.IsZero() || info.EntriesAdded > info.Length
 }
 
 func isNoSuchKey(err error) bool {
@@ -225,23 +215,30 @@ func isNoSuchKey(err error) bool {
 	return errors.As(err, &rerr) && strings.Contains(rerr.Error(), "no such key")
 }
 
-// heads are the newest entry ids of channels' streams (zero when empty).
+// heads are the last ids channels' streams generated, whether or not the
+// entry is still there (a stream trimmed empty by age keeps its last id),
+// and the zero position for a stream that never was.
 func (l *redisLog) heads(ctx context.Context, channels []string) (map[string]Position, error) {
-	cmds := make([]*redis.XMessageSliceCmd, len(channels))
+	cmds := make([]*redis.XInfoStreamCmd, len(channels))
 	_, err := l.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, ch := range channels {
-			cmds[i] = p.XRevRangeN(ctx, RedisLogKey(ch), "+", "-", 1)
+			cmds[i] = p.XInfoStream(ctx, RedisLogKey(ch))
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !isNoSuchKey(err) {
 		return nil, fmt.Errorf("reading the log's head: %w", err)
 	}
 	out := make(map[string]Position, len(channels))
 	for i, ch := range channels {
 		var pos Position
-		if msgs := cmds[i].Val(); len(msgs) > 0 {
-			if pos, err = ParsePosition(msgs[0].ID); err != nil {
+		info, err := cmds[i].Result()
+		switch {
+		case isNoSuchKey(err):
+		case err != nil:
+			return nil, fmt.Errorf("reading the log's head: %w", err)
+		default:
+			if pos, err = ParsePosition(info.LastGeneratedID); err != nil {
 				return nil, err
 			}
 		}
@@ -250,7 +247,7 @@ func (l *redisLog) heads(ctx context.Context, channels []string) (map[string]Pos
 	return out, nil
 }
 
-// Head is each channel's newest entry.
+// Head is each channel's last generated id.
 func (l *redisLog) Head(ctx context.Context, channels []string) (map[string]Position, error) {
 	return l.heads(ctx, channels)
 }

@@ -534,10 +534,18 @@ func TestRelayIDsAreSealed(t *testing.T) {
 	}
 	forged := node + "-AAAAAAAAAAAAAAAAAAAAAA"
 	h.Deliver("a", []byte(`{"id":"`+forged+`","data":"forged"}`))
-	for _, id := range []string{forged, node + "-99", node + "-" + sealed[:21] + "B"} {
+	for _, id := range []string{forged, node + "-99", node + "-" + sealed[:10] + flip(sealed[10]) + sealed[11:]} {
 		r, _ := h.Subscribe([]string{"a", "b"}, id, 16)
 		if len(r.Backlog) != 1 || !strings.Contains(string(r.Backlog[0]), "unknown-id") {
 			t.Fatalf("resume from %q: backlog %q, want an unknown-id reset", id, r.Backlog)
 		}
 	}
+}
+
+// flip is another base64url character than c.
+func flip(c byte) string {
+	if c == 'A' {
+		return "B"
+	}
+	return "A"
 }

@@ -41,10 +41,11 @@ func (s idSealer) seal(seq uint64) string {
 // in 2^64 for a guess).
 func (s idSealer) open(text string) (uint64, bool) {
 	var b [aes.BlockSize]byte
-	if base64.RawURLEncoding.DecodedLen(len(text)) != len(b) {
+	enc := base64.RawURLEncoding.Strict() // one text per block: no spare bits to vary
+	if enc.DecodedLen(len(text)) != len(b) {
 		return 0, false
 	}
-	if _, err := base64.RawURLEncoding.Decode(b[:], []byte(text)); err != nil {
+	if _, err := enc.Decode(b[:], []byte(text)); err != nil {
 		return 0, false
 	}
 	s.block.Decrypt(b[:], b[:])
