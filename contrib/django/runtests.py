@@ -27,8 +27,10 @@ database = {
     "PORT": pg.port or 5432,
 }
 settings.configure(
-    # "other" is a second connection, for notify(using=...).
-    DATABASES={"default": database, "other": dict(database)},
+    # "other" is a second connection, for notify(using=...); "lite" is a
+    # database the log's migration must leave alone.
+    DATABASES={"default": database, "other": dict(database),
+               "lite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
     INSTALLED_APPS=["django_sse_relay", "tests.testapp"],
     TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}],
     SSE_RELAY_JWT_SECRET="0123456789abcdef0123456789abcdef-python",
@@ -38,6 +40,10 @@ django.setup()
 
 if __name__ == "__main__":
     print("Django %s" % django.get_version())
+    # The log's schema through the package's own migration, as a project
+    # gets it.
+    from django.core.management import call_command
+    call_command("migrate", "django_sse_relay", verbosity=0)
     suite = unittest.defaultTestLoader.discover(os.path.join(here, "tests"), top_level_dir=here)
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     print("%d passed, %d failed" % (result.testsRun - len(result.failures) - len(result.errors) - len(result.skipped),
