@@ -21,9 +21,10 @@ func djangoBackends() map[string]string {
 // djangoRules is what django_sse_relay says of the brokers: its limits,
 // and whether its check_channel accepts each name it was given.
 type djangoRules struct {
-	MaxPayload map[string]int    `json:"max_payload"`
-	MaxChannel map[string]int    `json:"max_channel"`
-	Accepts    map[string][]bool `json:"accepts"`
+	MaxPayload        map[string]int    `json:"max_payload"`
+	MaxPayloadHistory map[string]int    `json:"max_payload_history"`
+	MaxChannel        map[string]int    `json:"max_channel"`
+	Accepts           map[string][]bool `json:"accepts"`
 }
 
 // djangoRulesScript prints djangoRules for the names on its standard
@@ -43,6 +44,7 @@ def accepts(name, backend):
 names = json.load(sys.stdin)
 print(json.dumps({
     "max_payload": r.MAX_PAYLOAD,
+    "max_payload_history": r.MAX_PAYLOAD_HISTORY,
     "max_channel": r.MAX_CHANNEL,
     "accepts": {b: [accepts(n, b) for n in names] for b in r.MAX_CHANNEL},
 }))
@@ -78,31 +80,45 @@ func readDjangoRules(t *testing.T, names []string) djangoRules {
 
 // TestDjangoLimitsMatchBrokers: django_sse_relay refuses an oversize
 // payload or channel name at the same size as the Go broker it publishes
-// to, so notify() never lets through what the broker then rejects, nor
-// refuses what the relay would carry. Each limit is retyped in Python; this
-// is what keeps the copies equal.
+// to, with history (SSE_RELAY_HISTORY, the relay's history) and without,
+// so notify() never lets through what the broker then rejects, nor
+// refuses what the relay would carry. Each limit is retyped in Python;
+// this is what keeps the copies equal.
 func TestDjangoLimitsMatchBrokers(t *testing.T) {
 	rules := readDjangoRules(t, []string{})
 	backends := djangoBackends()
-	for name := range rules.MaxPayload {
-		if _, ok := backends[name]; !ok {
-			t.Errorf("django_sse_relay has limits for %q, which this test does not compare", name)
+	for _, payloads := range []map[string]int{rules.MaxPayload, rules.MaxPayloadHistory} {
+		for name := range payloads {
+			if _, ok := backends[name]; !ok {
+				t.Errorf("django_sse_relay has limits for %q, which this test does not compare", name)
+			}
 		}
 	}
 	for name, url := range backends {
-		b, err := broker.Open(url, nil, broker.History{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		limits := b.Limits() // Open does not connect: Start does
-		b.Close()
-		payload, ok := rules.MaxPayload[name]
-		if !ok || payload != limits.MaxPayload {
-			t.Errorf("%s: django_sse_relay.MAX_PAYLOAD is %d (present: %v), the Go broker's MaxPayload %d", name, payload, ok, limits.MaxPayload)
-		}
-		channel, ok := rules.MaxChannel[name]
-		if !ok || channel != limits.MaxChannel {
-			t.Errorf("%s: django_sse_relay.MAX_CHANNEL is %d (present: %v), the Go broker's MaxChannel %d", name, channel, ok, limits.MaxChannel)
+		for _, c := range []struct {
+			python  string
+			payload map[string]int
+			history broker.History
+		}{
+			{"MAX_PAYLOAD", rules.MaxPayload, broker.History{}},
+			{"MAX_PAYLOAD_HISTORY", rules.MaxPayloadHistory, broker.History{Count: 1}},
+		} {
+			b, err := broker.Open(url, nil, c.history)
+			if err != nil {
+				t.Fatal(err)
+			}
+			limits := b.Limits() // Open does not connect: Start does
+			b.Close()
+			payload, ok := c.payload[name]
+			if !ok || payload != limits.MaxPayload {
+				t.Errorf("%s: django_sse_relay.%s is %d (present: %v), the Go broker's MaxPayload (history %v) %d",
+					name, c.python, payload, ok, c.history.On(), limits.MaxPayload)
+			}
+			channel, ok := rules.MaxChannel[name]
+			if !ok || channel != limits.MaxChannel {
+				t.Errorf("%s: django_sse_relay.MAX_CHANNEL is %d (present: %v), the Go broker's MaxChannel (history %v) %d",
+					name, channel, ok, c.history.On(), limits.MaxChannel)
+			}
 		}
 	}
 }

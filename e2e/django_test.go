@@ -1,11 +1,16 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
 )
 
 // djangoPython is Debian's interpreter, where python3-django,
@@ -23,10 +28,13 @@ const djangoJWTSecret = "0123456789abcdef0123456789abcdef-python"
 var djangoTrees = []string{"4.2", "5.2"}
 
 // TestDjangoPackage runs contrib/django's unittest suite, on Django 3.2,
-// 4.2 and 5.2, against this test binary's Postgres and Redis and two Caddy
-// nodes on them: notify() reaches an SSE client only after commit, never
-// after rollback. A third node, on Postgres with jwt_secret, takes the
-// tokens sse_url mints.
+// 4.2 and 5.2, against this test binary's Postgres and Redis and five
+// Caddy nodes on them, with history and without: notify() reaches an SSE
+// client only after commit, never after rollback; with history it goes
+// through the log (on Postgres in the caller's transaction) and its id is
+// the event's position. The suite also applies and reverses the package's
+// migration of the log's schema. A node on Postgres with jwt_secret takes
+// the tokens sse_url mints.
 func TestDjangoPackage(t *testing.T) {
 	if out, err := exec.Command(djangoPython, "-c", "import django, psycopg2, redis").CombinedOutput(); err != nil {
 		t.Fatalf("the Django tests need Debian's python3-django, python3-psycopg2 and python3-redis (make deps installs them): %v\n%s", err, out)
@@ -36,6 +44,11 @@ func TestDjangoPackage(t *testing.T) {
 	pg := startNode(t, "broker "+servers.PG(t).URL()+"\nheartbeat 1s")
 	rd := startNode(t, "broker "+servers.Redis(t).URL()+"\nheartbeat 1s")
 	jwt := startNode(t, "broker "+servers.PG(t).URL()+"\nheartbeat 1s\njwt_secret "+djangoJWTSecret)
+	// A relay with history on Postgres refuses its config without the
+	// schema; the suite's own migration creates it only later.
+	applySchema(t)
+	pgLog := startNode(t, "broker "+servers.PG(t).URL()+"\nhistory 1000\nheartbeat 1s")
+	rdLog := startNode(t, "broker "+servers.Redis(t).URL()+"\nhistory 1000\nheartbeat 1s")
 
 	versions, paths := []string{"3.2"}, []string{""}
 	for _, v := range djangoTrees {
@@ -57,6 +70,8 @@ func TestDjangoPackage(t *testing.T) {
 				"SSE_RELAY_TEST_REDIS_URL="+servers.Redis(t).URL(),
 				"SSE_RELAY_TEST_REDIS_BASE="+rd.base,
 				"SSE_RELAY_TEST_JWT_BASE="+jwt.base,
+				"SSE_RELAY_TEST_HISTORY_BASE="+pgLog.base,
+				"SSE_RELAY_TEST_REDIS_HISTORY_BASE="+rdLog.base,
 			)
 			out, err := cmd.CombinedOutput()
 			t.Logf("runtests.py:\n%s", out)
@@ -74,5 +89,20 @@ func TestDjangoPackage(t *testing.T) {
 				t.Fatal("runtests.py did not report its tally")
 			}
 		})
+	}
+}
+
+// applySchema creates the event log's schema on the test Postgres, as
+// `caddy sse-relay schema --apply` does. It is safe to run again.
+func applySchema(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, servers.PG(t).URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, broker.PostgresSchema); err != nil {
+		t.Fatalf("applying the sse_relay schema: %v", err)
 	}
 }

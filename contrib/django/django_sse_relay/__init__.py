@@ -8,6 +8,12 @@ connection once the surrounding transaction commits, so a rolled-back change is
 never announced. With ``SSE_RELAY_BACKEND = "redis"`` it publishes to
 ``SSE_RELAY_REDIS_URL`` instead, also after commit.
 
+With ``SSE_RELAY_HISTORY`` set (the relay's ``history`` is on), events go
+through the relay's durable log instead: on Postgres ``SELECT
+sse_relay.publish(%s, %s)`` right away, inside the current transaction, so the
+event commits or rolls back with the data; on Redis ``FCALL sse_relay_publish``
+after commit.
+
 Django is imported where it is used, not here: importing the package, as a
 service that only mints tokens does (see django_sse_relay.tokens), needs
 neither Django nor its settings.
@@ -15,11 +21,16 @@ neither Django nor its settings.
 import json
 import string
 import unicodedata
+from datetime import timedelta
+from pathlib import Path
 
-__all__ = ["notify", "payload", "subscriber_token", "check_channel", "heard", "MAX_PAYLOAD"]
+__all__ = ["notify", "payload", "subscriber_token", "check_channel", "heard", "MAX_PAYLOAD", "MAX_PAYLOAD_HISTORY"]
 
 #: Postgres NOTIFY payloads must be shorter than 8000 bytes.
 MAX_PAYLOAD = {"postgres": 7999, "redis": 64 * 1024}
+#: With history the payload goes in a table or a stream, not in a NOTIFY, and
+#: the relay carries at most 64 KiB on either broker.
+MAX_PAYLOAD_HISTORY = {"postgres": 64 * 1024, "redis": 64 * 1024}
 #: Channel names: Postgres identifiers stop at 63 bytes; the relay caps Redis at 255.
 MAX_CHANNEL = {"postgres": 63, "redis": 255}
 
@@ -36,6 +47,29 @@ def _backend():
     if backend not in MAX_PAYLOAD:
         raise ValueError("SSE_RELAY_BACKEND must be 'postgres' or 'redis', not %r" % (backend,))
     return backend
+
+
+def _history():
+    """SSE_RELAY_HISTORY as (count, max_age in milliseconds), or None when it is off.
+
+    It mirrors the relay's `history <count> [<max-age>]`: {"count": 10000,
+    "max_age": 86400} (seconds, or a timedelta). Redis trims each stream as
+    it is written, with these values; on Postgres the relay trims, and the
+    setting only turns the log on.
+    """
+    history = _setting("SSE_RELAY_HISTORY", None)
+    if history is None:
+        return None
+    if not isinstance(history, dict) or set(history) - {"count", "max_age"}:
+        raise ValueError('SSE_RELAY_HISTORY must be a dict like {"count": 10000, "max_age": 86400}, not %r' % (history,))
+    count, max_age = history.get("count"), history.get("max_age") or 0
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError("SSE_RELAY_HISTORY['count'] must be a whole number of events per channel of at least 1, as the relay's history")
+    if isinstance(max_age, timedelta):
+        max_age = max_age.total_seconds()
+    if isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age < 0:
+        raise ValueError("SSE_RELAY_HISTORY['max_age'] must be seconds (or a timedelta), not %r" % (max_age,))
+    return count, int(max_age * 1000)
 
 
 def check_channel(channel, backend=None):
@@ -73,20 +107,38 @@ def payload(data=None, *, event=None, id=None, retry=None):
 
 
 def notify(channel, data=None, *, event=None, id=None, retry=None, using="default", on_commit=True):
-    """Publish one event on channel; after the transaction on `using` commits by default."""
+    """Publish one event on channel; after the transaction on `using` commits by default.
+
+    With SSE_RELAY_HISTORY on Postgres the event is written at once, in the
+    transaction on `using`, whatever on_commit says: it goes out when that
+    transaction commits and never if it rolls back. Then the return value is
+    the event's position in the log, "<tx>-<id>"; otherwise None.
+    """
     backend = _backend()
+    history = _history()
     check_channel(channel, backend)
     body = payload(data, event=event, id=id, retry=retry)
     size = len(body.encode("utf-8"))
-    if size > MAX_PAYLOAD[backend]:
+    limit = (MAX_PAYLOAD_HISTORY if history else MAX_PAYLOAD)[backend]
+    if size > limit:
         raise ValueError(
-            "payload is %d bytes; %s carries at most %d: send a key and let the page fetch the rest"
-            % (size, backend, MAX_PAYLOAD[backend]))
+            "payload is %d bytes; %s%s carries at most %d: send a key and let the page fetch the rest"
+            % (size, backend, " with history" if history else "", limit))
 
     from django.db import connections, transaction
 
+    if history and backend == "postgres":
+        # sse_relay.publish is transactional: the row is the event, and it
+        # commits with the data or not at all. Waiting for on_commit would
+        # only open a window (a crash after COMMIT) in which it is lost.
+        with connections[using].cursor() as cursor:
+            cursor.execute("SELECT sse_relay.publish(%s, %s)", [channel, body])
+            return cursor.fetchone()[0]
+
     def send():
-        if backend == "redis":
+        if backend == "redis" and history:
+            _redis_log(channel, body, *history)
+        elif backend == "redis":
             _redis().publish(channel, body)
         else:
             with connections[using].cursor() as cursor:
@@ -110,6 +162,32 @@ def _redis():
             raise ImportError("SSE_RELAY_BACKEND = 'redis' needs the redis package: pip install 'django-sse-relay[redis]'")
         _redis_client = redis.Redis.from_url(_setting("SSE_RELAY_REDIS_URL", "redis://localhost:6379/0"))
     return _redis_client
+
+
+def _log_key(channel):
+    """The channel's stream on Redis: the relay's broker.RedisLogKey."""
+    return "sse-relay:{%s}" % channel
+
+
+def _redis_log(channel, body, count, max_age_ms):
+    """Appends body to channel's stream and announces it, in one FCALL.
+
+    The relay loads the function library when it connects with history on;
+    a Redis that has not seen such a relay yet (new, or flushed) gets the
+    package's copy of it (redis_function.lua, kept identical to the relay's
+    by a Go test) instead of a failed publish.
+    """
+    import redis
+    client = _redis()
+    args = ("sse_relay_publish", 1, _log_key(channel), body, count, max_age_ms)
+    try:
+        return client.fcall(*args)
+    except redis.ResponseError as e:
+        if "function not found" not in str(e).lower():
+            raise
+    library = (Path(__file__).resolve().parent / "redis_function.lua").read_text(encoding="utf-8")
+    client.function_load(library, replace=True)
+    return client.fcall(*args)
 
 
 def subscriber_token(channels, ttl=3600, *, publish=None, secret=None, audience=None, issuer=None):

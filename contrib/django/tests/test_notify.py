@@ -115,19 +115,26 @@ class Stream:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
-        data = []
+        data, id = [], None
         try:
             for raw in self.resp:
                 line = raw.decode().rstrip("\n")
                 if line.startswith("data: "):
                     data.append(line[6:])
+                elif line.startswith("id: "):
+                    id = line[4:]
                 elif line == "" and data:
-                    self.events.put("\n".join(data))
-                    data = []
+                    self.events.put((id, "\n".join(data)))
+                    data, id = [], None
         except Exception:
             pass
 
     def get(self, timeout):
+        """The next event's data."""
+        return self.events.get(timeout=timeout)[1]
+
+    def get_event(self, timeout):
+        """The next event's id (None without one) and data."""
         return self.events.get(timeout=timeout)
 
     def close(self):
