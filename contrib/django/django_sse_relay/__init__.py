@@ -24,7 +24,8 @@ import unicodedata
 from datetime import timedelta
 from pathlib import Path
 
-__all__ = ["notify", "payload", "subscriber_token", "check_channel", "heard", "MAX_PAYLOAD", "MAX_PAYLOAD_HISTORY"]
+__all__ = ["notify", "payload", "cursor", "sse_url", "subscriber_token", "check_channel", "heard", "MAX_PAYLOAD",
+           "MAX_PAYLOAD_HISTORY"]
 
 #: Postgres NOTIFY payloads must be shorter than 8000 bytes.
 MAX_PAYLOAD = {"postgres": 7999, "redis": 64 * 1024}
@@ -235,8 +236,53 @@ def heard(channels, backend=None):
     return out
 
 
-def sse_url(*channels, token=False, ttl=3600):
+def cursor(*channels, using="default"):
+    """Where the relay's log is now for channels: a Last-Event-ID from which
+    a stream gets only what is published later, and all of it.
+
+    Postgres: sse_relay.head() on the connection `using`, in its current
+    transaction (one position for every channel). Redis: the last id each
+    channel's stream generated ("0-0" for none), in the order of the
+    channels' sorted names, joined by commas. Read it before the data the page shows:
+    an event committed between reading the data and reading the cursor
+    would be behind the cursor and missing from the page.
+    """
+    backend = _backend()
+    if not channels:
+        raise ValueError("cursor needs at least one channel")
+    for c in channels:
+        check_channel(c, backend)
+    if backend == "postgres":
+        from django.db import connections
+        with connections[using].cursor() as cur:
+            cur.execute("SELECT sse_relay.head()")
+            return cur.fetchone()[0]
+    import redis
+    pipe = _redis().pipeline(transaction=False)
+    for name in sorted(set(channels)):  # the relay's order: sorted, without repeats
+        pipe.xinfo_stream(_log_key(name))
+    heads = []
+    for info in pipe.execute(raise_on_error=False):
+        if isinstance(info, redis.ResponseError) and "no such key" in str(info).lower():
+            heads.append("0-0")  # no stream yet
+            continue
+        if isinstance(info, Exception):
+            raise info
+        # The last id the stream generated, kept when age trimmed it
+        # empty: the relay's head (broker.redisLog.heads).
+        id = info["last-generated-id"]
+        heads.append(id.decode() if isinstance(id, bytes) else id)
+    return ",".join(heads)
+
+
+def sse_url(*channels, token=False, ttl=3600, last_event_id=None, using="default"):
     """The stream URL for channels, with ?token= when asked for.
+
+    With SSE_RELAY_HISTORY it carries ?last_event_id=, the log's position as
+    it renders (cursor(), on the connection `using`), so that what is
+    published between the render and the browser's connect reaches the page.
+    Pass last_event_id= a cursor read earlier (before the view's queries),
+    or False for none.
 
     The token grants what the stream receives: on Postgres, user.Alice's
     token also grants user.alice (see heard), without which the relay
@@ -253,4 +299,8 @@ def sse_url(*channels, token=False, ttl=3600):
         url, query = prefix, {"channel": ",".join(channels)}
     if token:
         query["token"] = subscriber_token(heard(channels), ttl)
+    if last_event_id is None and _history():
+        last_event_id = cursor(*channels, using=using)
+    if last_event_id:
+        query["last_event_id"] = last_event_id
     return url + ("?" + urlencode(query) if query else "")

@@ -4,10 +4,11 @@ import unittest
 from datetime import timedelta
 
 from django.db import connection, connections, transaction
+from django.template import Context, Template
 from django.test.utils import override_settings
 
 import django_sse_relay
-from django_sse_relay import notify
+from django_sse_relay import cursor, notify, sse_url
 from tests.test_notify import Stream, _Commit
 
 HISTORY = {"count": 1000, "max_age": 3600}
@@ -141,6 +142,61 @@ class RedisLogTests(unittest.TestCase):
             notify("log_limit", "x" * (64 * 1024), on_commit=False)
 
 
+class PostgresCursorTests(unittest.TestCase):
+    """The render-time cursor on Postgres: sse_relay.head(), in the view's transaction."""
+
+    def setUp(self):
+        self.override = override_settings(SSE_RELAY_HISTORY=HISTORY)
+        self.override.enable()
+
+    def tearDown(self):
+        self.override.disable()
+
+    def test_url_carries_the_head(self):
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SELECT sse_relay.head()")
+            head = cur.fetchone()[0]
+            self.assertEqual(cursor("orders"), head)
+            self.assertEqual(sse_url("orders"), "/events/orders?last_event_id=" + head)
+            out = Template('{% load sse_relay %}{% sse_url "a" "b" %}').render(Context())
+            self.assertEqual(out, "/events/?channel=a%2Cb&last_event_id=" + head)
+
+    def test_given_or_none(self):
+        self.assertEqual(sse_url("orders", last_event_id="12-3"), "/events/orders?last_event_id=12-3")
+        self.assertEqual(sse_url("orders", last_event_id=False), "/events/orders")
+        out = Template('{% load sse_relay %}{% sse_url "orders" last_event_id=False %}|'
+                       '{% sse_url "orders" last_event_id=c %}').render(Context({"c": "7-1"}))
+        self.assertEqual(out, "/events/orders|/events/orders?last_event_id=7-1")
+        with override_settings(SSE_RELAY_HISTORY=None):
+            self.assertEqual(sse_url("orders"), "/events/orders")
+
+
+class RedisCursorTests(unittest.TestCase):
+    """The render-time cursor on Redis: each channel's newest entry, in the order of sorted names."""
+
+    def setUp(self):
+        url = os.environ["SSE_RELAY_TEST_REDIS_URL"]
+        self.override = override_settings(SSE_RELAY_BACKEND="redis", SSE_RELAY_REDIS_URL=url, SSE_RELAY_HISTORY=HISTORY)
+        self.override.enable()
+        django_sse_relay._redis_client = None
+        self.redis = django_sse_relay._redis()
+
+    def tearDown(self):
+        self.override.disable()
+        django_sse_relay._redis_client = None
+
+    def test_one_position_per_channel_sorted(self):
+        self.redis.delete("sse-relay:{cur_a}", "sse-relay:{cur_b}")
+        self.assertEqual(cursor("cur_b", "cur_a"), "0-0,0-0")
+        notify("cur_b", "1", on_commit=False)
+        b = self.redis.xrevrange("sse-relay:{cur_b}", count=1)[0][0].decode()
+        self.assertEqual(cursor("cur_b", "cur_a", "cur_b"), "0-0," + b)
+        self.assertEqual(cursor("cur_b"), b)
+        out = Template('{% load sse_relay %}{% sse_url "cur_b" "cur_a" %}').render(Context())
+        self.assertEqual(out, "/events/?channel=cur_b%2Ccur_a&last_event_id=0-0%2C" + b)
+
+
 @unittest.skipUnless(os.environ.get("SSE_RELAY_TEST_HISTORY_BASE"), "needs SSE_RELAY_TEST_HISTORY_BASE (run through go test ./e2e)")
 class PostgresHistoryEndToEnd(_Commit, unittest.TestCase):
     """Through a relay with `history 1000` on Postgres."""
@@ -164,6 +220,31 @@ class PostgresHistoryEndToEnd(_Commit, unittest.TestCase):
         finally:
             stream.close()
 
+    def test_render_cursor(self):
+        """A stream opened at sse_url's URL gets what was published after the render, and nothing before."""
+        notify("rendered", "before")
+        url = sse_url("rendered")
+        notify("rendered", "after 1")
+        notify("rendered", "after 2")
+        stream = Stream(self.base + url)
+        try:
+            notify("rendered", "live")
+            self.assertEqual([stream.get(10) for _ in range(3)], ["after 1", "after 2", "live"])
+        finally:
+            stream.close()
+
+    def test_render_cursor_in_the_views_transaction(self):
+        """A cursor read in a transaction that published does not skip that transaction's event."""
+        with transaction.atomic():
+            notify("rendered_own", "own")
+            url = sse_url("rendered_own")
+        stream = Stream(self.base + url)
+        try:
+            notify("rendered_own", "live")
+            self.assertEqual([stream.get(10) for _ in range(2)], ["own", "live"])
+        finally:
+            stream.close()
+
 
 @unittest.skipUnless(os.environ.get("SSE_RELAY_TEST_REDIS_HISTORY_BASE"), "needs SSE_RELAY_TEST_REDIS_HISTORY_BASE")
 class RedisHistoryEndToEnd(_Commit, unittest.TestCase):
@@ -182,6 +263,22 @@ class RedisHistoryEndToEnd(_Commit, unittest.TestCase):
 
     def test_event_only_after_commit(self):
         self.check_only_after_commit("orders_redis_logged")
+
+    def test_render_cursor_of_two_channels(self):
+        """On two channels the cursor is a position per channel: each gets what came after the render."""
+        notify("rend_b", "b before", on_commit=False)
+        notify("rend_a", "a before", on_commit=False)
+        url = sse_url("rend_b", "rend_a")
+        for channel, data in (("rend_a", "a 1"), ("rend_b", "b 1"), ("rend_a", "a 2")):
+            notify(channel, data, on_commit=False)
+        stream = Stream(self.base + url)
+        try:
+            notify("rend_b", "b live", on_commit=False)
+            got = [stream.get(10) for _ in range(4)]
+            self.assertEqual([d for d in got if d.startswith("a")], ["a 1", "a 2"])
+            self.assertEqual([d for d in got if d.startswith("b")], ["b 1", "b live"])
+        finally:
+            stream.close()
 
     def test_id_is_the_stream_entry(self):
         stream = Stream(self.base + "/events/logged_redis_id")
