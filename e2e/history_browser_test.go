@@ -3,19 +3,27 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	stdlog "log"
 	"maps"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/sse-relay/caddy-sse-relay/broker"
 	"github.com/sse-relay/caddy-sse-relay/internal/sseclient"
 	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
 )
@@ -204,5 +212,263 @@ func startDjango(t *testing.T) string {
 			t.Fatalf("the Django server did not start: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// flakyProxy stands in front of Caddy like a load balancer during a
+// deploy: while down it ends every stream it carries and answers 502,
+// which leaves an EventSource CLOSED. It notes each stream request.
+type flakyProxy struct {
+	proxy *httputil.ReverseProxy
+
+	mu       sync.Mutex
+	down     bool
+	cancels  map[*http.Request]context.CancelFunc
+	requests []streamRequest
+}
+
+// streamRequest is a request for /events/ as the proxy saw it.
+type streamRequest struct {
+	down        bool   // answered 502
+	query       string // its last_event_id query value
+	lastEventID string // its Last-Event-ID header
+}
+
+// newFlakyProxy starts a flakyProxy to upstream and returns it with its
+// base URL.
+func newFlakyProxy(t *testing.T, upstream string) (*flakyProxy, string) {
+	t.Helper()
+	target, err := neturl.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &flakyProxy{proxy: httputil.NewSingleHostReverseProxy(target), cancels: map[*http.Request]context.CancelFunc{}}
+	p.proxy.FlushInterval = -1
+	p.proxy.ErrorLog = stdlog.New(io.Discard, "", 0) // the streams it cuts
+	s := httptest.NewServer(p)
+	t.Cleanup(s.Close)
+	return p, s.URL
+}
+
+func (p *flakyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	if strings.HasPrefix(r.URL.Path, "/events/") {
+		p.requests = append(p.requests, streamRequest{down: p.down,
+			query: r.URL.Query().Get("last_event_id"), lastEventID: r.Header.Get("Last-Event-ID")})
+	}
+	if p.down {
+		p.mu.Unlock()
+		http.Error(w, "upstream restarting", http.StatusBadGateway)
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	p.cancels[r] = cancel
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.cancels, r)
+		p.mu.Unlock()
+		cancel()
+	}()
+	p.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// setDown turns the 502s on, cutting the streams it carries, or off.
+func (p *flakyProxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for _, cancel := range p.cancels {
+			cancel()
+		}
+	}
+}
+
+// seen returns the stream requests so far.
+func (p *flakyProxy) seen() []streamRequest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.requests)
+}
+
+// TestBrowserHtmxResume: htmx-ext-sse from npm with
+// contrib/htmx/sse-relay-resume.js, behind a proxy that answers 502 for a
+// moment, so that the browser's EventSource ends CLOSED and htmx opens a
+// new one from the sse-connect URL. The events published meanwhile appear
+// in the DOM, once each, because the script kept the last id in that URL:
+// on Postgres (one position) and on Redis for a stream of two channels
+// (a position per channel). Without the script (the control) htmx's new
+// EventSource starts from now and they are missing.
+func TestBrowserHtmxResume(t *testing.T) {
+	needChromium(t)
+	root, err := filepath.Abs("browser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	contrib, err := filepath.Abs("../contrib")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "node_modules/htmx-ext-sse/dist/sse.js")); err != nil {
+		t.Fatalf("htmx is not installed: run npm ci in e2e/browser (make deps does): %v", err)
+	}
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, servers.PG(t).URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	applySchema(t)
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", servers.Redis(t).Port)})
+	defer rc.Close()
+
+	brokers := []struct {
+		name, url string
+		channels  []string // the stream's
+		publish   func(channel, data string) error
+	}{
+		{"postgres", servers.PG(t).URL(), []string{"resume_pg"}, func(channel, data string) error {
+			_, err := pg.Exec(ctx, `SELECT sse_relay.publish($1, $2)`, channel, data)
+			return err
+		}},
+		{"redis", servers.Redis(t).URL(), []string{"resume_b", "resume_a"}, func(channel, data string) error {
+			return rc.FCall(ctx, "sse_relay_publish", []string{broker.RedisLogKey(channel)}, data, 1000, 0).Err()
+		}},
+	}
+	for _, br := range brokers {
+		for _, resume := range []bool{true, false} {
+			name := br.name
+			if !resume {
+				name += ", without the script"
+			}
+			t.Run(name, func(t *testing.T) {
+				n := startSite(t, fmt.Sprintf(`sse_relay /events/* {
+		broker %s
+		history 1000
+		retry 100ms
+	}
+	handle_path /contrib/* {
+		root * %s
+		file_server
+	}
+	root * %s
+	file_server`, br.url, contrib, root))
+				flaky, base := newFlakyProxy(t, n.base)
+
+				// Fresh channels per run, so that no run sees another's events.
+				suffix := fmt.Sprintf("_%d", time.Now().UnixNano())
+				channels := make([]string, len(br.channels))
+				for i, ch := range br.channels {
+					channels[i] = ch + suffix
+				}
+				stream := "/events/" + channels[0]
+				if len(channels) > 1 {
+					stream = "/events/?channel=" + strings.Join(channels, ",")
+				}
+				tick := func(round int) {
+					t.Helper()
+					for _, ch := range channels {
+						li := fmt.Sprintf("%s %d", strings.TrimSuffix(ch, suffix), round)
+						if err := br.publish(ch, `{"event":"tick","data":"<li>`+li+`</li>"}`); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				// want is what each channel's items should be, in order:
+				// "<channel> <round>" for each round.
+				want := func(rounds ...int) map[string][]string {
+					out := map[string][]string{}
+					for _, ch := range br.channels {
+						for _, r := range rounds {
+							out[ch] = append(out[ch], fmt.Sprintf("%s %d", ch, r))
+						}
+					}
+					return out
+				}
+				// Straight to Caddy: it sees what the relay relays.
+				watcher, err := open(n.base+stream, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer watcher.Close()
+
+				b := newBrowser(t)
+				page := base + "/resume.html?stream=" + neturl.QueryEscape(stream)
+				if !resume {
+					page += "&resume=off"
+				}
+				if err := chromedp.Do(b, chromedp.Navigate(page)); err != nil {
+					t.Fatal(err)
+				}
+				waitJS(t, b, `got.opens >= 1`, 10*time.Second)
+				tick(1)
+				waitJS(t, b, fmt.Sprintf(`document.querySelectorAll("#ticks li").length >= %d`, len(channels)), 10*time.Second)
+				connect := evalJS[string](t, b, `document.getElementById("feed").getAttribute("sse-connect")`)
+
+				// Down: the stream is cut, the browser's reconnect (with
+				// Last-Event-ID) gets a 502 and ends CLOSED; wait for htmx's
+				// own new EventSource (without it) to get one too.
+				flaky.setDown(true)
+				deadline := time.Now().Add(15 * time.Second)
+				for !slices.ContainsFunc(flaky.seen(), func(r streamRequest) bool { return r.down && r.lastEventID == "" }) {
+					if time.Now().After(deadline) {
+						t.Fatalf("htmx opened no new EventSource while the proxy answered 502: %+v", flaky.seen())
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				tick(2)
+				tick(3)
+				// The relay has relayed them before htmx connects again, so
+				// that without the script they cannot arrive live.
+				var round3 []string
+				for _, ch := range br.channels {
+					round3 = append(round3, fmt.Sprintf("<li>%s 3</li>", ch))
+				}
+				waitData(t, watcher, round3...)
+				before := len(flaky.seen())
+				flaky.setDown(false)
+
+				waitJS(t, b, `got.opens >= 2`, 15*time.Second)
+				var through *streamRequest
+				for _, r := range flaky.seen()[before:] {
+					if !r.down {
+						through = &r
+						break
+					}
+				}
+				if through == nil || through.lastEventID != "" {
+					t.Fatalf("the stream that got through after the 502s was not htmx's new EventSource: %+v", through)
+				}
+				tick(4)
+				// Live events come after the resumed ones on each channel, so
+				// all of round 4 in the DOM means nothing is still on its way.
+				waitJS(t, b, fmt.Sprintf(`[...document.querySelectorAll("#ticks li")].filter((li) => li.textContent.endsWith(" 4")).length >= %d`, len(channels)), 10*time.Second)
+				items := evalJS[[]string](t, b, `[...document.querySelectorAll("#ticks li")].map((li) => li.textContent)`)
+				got := map[string][]string{}
+				for _, item := range items {
+					ch, _, _ := strings.Cut(item, " ")
+					got[ch] = append(got[ch], item)
+				}
+
+				if resume {
+					if through.query == "" {
+						t.Fatalf("htmx's new EventSource had no last_event_id in its URL (sse-connect was %q)", connect)
+					}
+					if w := want(1, 2, 3, 4); !maps.EqualFunc(got, w, slices.Equal) {
+						t.Fatalf("the DOM has %q, want %q: every event once and in order, those of the outage too", items, w)
+					}
+					t.Logf("resumed from last_event_id=%s (sse-connect before the outage: %s); the DOM has %q", through.query, connect, items)
+					return
+				}
+				if through.query != "" {
+					t.Fatalf("without the script htmx's URL carried last_event_id=%s", through.query)
+				}
+				if w := want(1, 4); !maps.EqualFunc(got, w, slices.Equal) {
+					t.Fatalf("without the script the DOM has %q, want only %q: then the test cannot tell the script's work", items, w)
+				}
+				t.Logf("without the script the events of the outage are missing: the DOM has %q", items)
+			})
+		}
 	}
 }
