@@ -33,6 +33,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	sse_relay [<matcher>] {
 //		broker              <url> [<name>]
 //		channels            <template>
+//		channel_prefix      <prefix>
 //		allowed_origins     <origin...>
 //		heartbeat           <duration>
 //		retry               <duration>
@@ -68,6 +69,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Broker, h.BrokerName, err = brokerArgs(d)
 		case "channels":
 			h.Channels, err = oneArg(d)
+		case "channel_prefix":
+			h.ChannelPrefix, err = oneArg(d)
 		case "publish_key":
 			h.PublishKey, err = oneArg(d)
 		case "jwt_secret":

@@ -49,6 +49,37 @@ func (h *Handler) requestChannels(r *http.Request) ([]string, error) {
 type channelRules struct {
 	max    int // max_channels
 	limits broker.Limits
+	// prefix is channel_prefix: the route's channel x is the broker's
+	// prefix+x, so routes on one broker do not share names.
+	prefix string
+}
+
+// onBroker are the broker's names of a route's channels.
+func (c channelRules) onBroker(channels []string) []string {
+	if c.prefix == "" {
+		return channels
+	}
+	out := make([]string, len(channels))
+	for i, ch := range channels {
+		out[i] = c.prefix + ch
+	}
+	return out
+}
+
+// checkPrefix refuses a channel_prefix that is not itself a fine start of
+// a name, or that has capitals: Postgres folds those, and what a token
+// must grant would then depend on the prefix.
+func checkPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	if err := checkChannel(prefix, broker.PostgresMaxChannel-1); err != nil {
+		return fmt.Errorf("channel_prefix: %w", err)
+	}
+	if broker.FoldASCII(prefix) != prefix {
+		return fmt.Errorf("channel_prefix %q: use lowercase", prefix)
+	}
+	return nil
 }
 
 // check splits comma-separated values, drops blanks and duplicates, and
@@ -70,7 +101,7 @@ func (c channelRules) check(raw []string) ([]string, error) {
 		return nil, fmt.Errorf("too many channels: %d, at most %d", len(out), c.max)
 	}
 	for _, ch := range out {
-		if err := checkChannel(ch, c.limits.MaxChannel); err != nil {
+		if err := checkChannel(ch, c.limits.MaxChannel-len(c.prefix)); err != nil {
 			return nil, err
 		}
 	}

@@ -166,3 +166,23 @@ func TestChannelRulesHeard(t *testing.T) {
 		t.Fatalf("redis: %s", got)
 	}
 }
+
+// TestChannelPrefix: a prefix maps a route's names to the broker's, and
+// leaves a name the room the broker's limit gives. Pure: no server.
+func TestChannelPrefix(t *testing.T) {
+	r := channelRules{max: 4, limits: broker.Limits{MaxChannel: 63, FoldsCase: true}, prefix: "app."}
+	if got := strings.Join(r.onBroker([]string{"a", "user.42"}), "|"); got != "app.a|app.user.42" {
+		t.Fatalf("onBroker: %s", got)
+	}
+	if _, err := r.check([]string{strings.Repeat("x", 59)}); err != nil {
+		t.Fatalf("59 bytes with a 4-byte prefix: %v", err)
+	}
+	if _, err := r.check([]string{strings.Repeat("x", 60)}); err == nil {
+		t.Fatal("60 bytes with a 4-byte prefix fit in Postgres's 63")
+	}
+	for prefix, ok := range map[string]bool{"": true, "app.": true, "tenant-7:": true, "App.": false, "a b": false, "x;": false, strings.Repeat("p", 63): false} {
+		if err := checkPrefix(prefix); (err == nil) != ok {
+			t.Errorf("checkPrefix(%q) = %v", prefix, err)
+		}
+	}
+}

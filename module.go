@@ -64,6 +64,12 @@ type Handler struct {
 	// `channel` query value, else the last path segment.
 	Channels string `json:"channels,omitempty"`
 
+	// ChannelPrefix puts this route's channels in a namespace of the
+	// broker: the route's channel x is the broker's prefix+x, on subscribe
+	// and publish (tokens and templates name x). Without it, every route
+	// on one broker reads the same channels, other applications' too.
+	ChannelPrefix string `json:"channel_prefix,omitempty"`
+
 	// AllowedOrigins lists origins that may open streams or publish from
 	// a browser: exact (https://app.example.com), wildcard
 	// (https://*.example.com, where * is one DNS label: a.example.com, not
@@ -236,6 +242,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if rules.issuer, err = setting("jwt_issuer", h.JWTIssuer, repl); err != nil {
 		return err
 	}
+	if err := checkPrefix(h.ChannelPrefix); err != nil {
+		return err
+	}
 	if h.verifier, err = newVerifier(jwtSecret, h.JWTPublicKey, rules); err != nil {
 		return err
 	}
@@ -250,7 +259,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	h.rules = channelRules{max: h.MaxChannels, limits: h.relay.broker.Limits()}
+	h.rules = channelRules{max: h.MaxChannels, limits: h.relay.broker.Limits(), prefix: h.ChannelPrefix}
 	h.stream = stream.Config{
 		Heartbeat:    time.Duration(*h.Heartbeat),
 		Retry:        time.Duration(h.Retry),

@@ -45,7 +45,7 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	// Every channel, or none: a 202 means all of them got the event.
-	if err := h.relay.broker.Publish(r.Context(), channels, body); err != nil {
+	if err := h.relay.broker.Publish(r.Context(), h.rules.onBroker(channels), body); err != nil {
 		if errors.Is(err, broker.ErrRejected) {
 			refuse(w, http.StatusBadRequest, err.Error())
 			return nil

@@ -75,3 +75,33 @@ func TestPublishToSeveralIsAllOrNone(t *testing.T) {
 		onlyB.Close()
 	}
 }
+
+// TestChannelPrefixSeparatesRoutes: routes on one broker share channel
+// names unless prefixed. A route with channel_prefix publishes and reads
+// its own namespace: its "alice" is the broker's "app.alice", which a
+// plain route on the same broker cannot reach by "alice".
+func TestChannelPrefixSeparatesRoutes(t *testing.T) {
+	load(t, `http://localhost:9080 {
+	sse_relay /app/* {
+		channel_prefix app.
+		publish_key `+testPublishKey+`
+	}
+	sse_relay /news/* {
+		publish_key `+testPublishKey+`
+	}
+}
+`)
+	app := subscribe(t, "/app/alice")
+	plain := subscribe(t, "/news/alice")
+	raw := subscribe(t, "/news/app.alice")
+	if code, _, body := do(t, "POST", "/app/alice", "for alice", "Authorization", "Bearer "+testPublishKey); code != 202 {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	if ev := app.next(t); ev.Data != "for alice" {
+		t.Fatalf("the prefixed route: %+v", ev)
+	}
+	if ev := raw.next(t); ev.Data != "for alice" {
+		t.Fatalf("the broker's name, from a plain route: %+v", ev)
+	}
+	plain.nothing(t, 300*time.Millisecond)
+}

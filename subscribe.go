@@ -51,14 +51,15 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 		refuse(w, status, "too many streams: try again later")
 		return nil
 	}
-	if fresh := h.relay.hub.Unknown(channels); fresh > 0 && !h.relay.newChannels.allow(ip, fresh, h.MaxNewChannelsPerIP) {
+	named := h.rules.onBroker(channels)
+	if fresh := h.relay.hub.Unknown(named); fresh > 0 && !h.relay.newChannels.allow(ip, fresh, h.MaxNewChannelsPerIP) {
 		release()
 		metrics.dropped.WithLabelValues("limit").Inc()
 		w.Header().Set("Retry-After", "60")
 		refuse(w, http.StatusTooManyRequests, "too many new channels from this address: try again in a minute")
 		return nil
 	}
-	sub, err := h.relay.hub.Subscribe(channels, lastEventID(r), h.Buffer)
+	sub, err := h.relay.hub.Subscribe(named, lastEventID(r), h.Buffer)
 	if errors.Is(err, hub.ErrChannelCap) {
 		release()
 		metrics.dropped.WithLabelValues("limit").Inc()
