@@ -104,10 +104,22 @@ func open(t *testing.T, url string) (Broker, *recorder) {
 // openLogged is open with the broker's log lines kept.
 func openLogged(t *testing.T, url string) (Broker, *recorder, *observer.ObservedLogs) {
 	t.Helper()
+	return start(t, url, History{})
+}
+
+// start opens a broker, with history if set, starts it with a recorder
+// and waits until it is connected.
+func start(t *testing.T, url string, history History) (Broker, *recorder, *observer.ObservedLogs) {
+	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	b, err := Open(url, zap.New(core), History{})
+	b, err := Open(url, zap.New(core), history)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if history.On() {
+		if err := b.Log().Check(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rec := newRecorder()
 	b.Start(rec)
@@ -573,23 +585,7 @@ func TestLeastPrivilegeCredentials(t *testing.T) {
 // openHistory is open with history on.
 func openHistory(t *testing.T, url string, history History) (Broker, *recorder) {
 	t.Helper()
-	b, err := Open(url, zap.NewNop(), history)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Log().Check(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	b.Start(rec)
-	t.Cleanup(func() { _ = b.Close() })
-	deadline := time.Now().Add(20 * time.Second)
-	for !b.Connected() {
-		if time.Now().After(deadline) {
-			t.Fatal("broker never connected")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	b, rec, _ := start(t, url, history)
 	return b, rec
 }
 
