@@ -22,7 +22,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
 
 	"github.com/sse-relay/caddy-sse-relay/internal/sseclient"
 )
@@ -43,6 +46,9 @@ type config struct {
 	Timeout    time.Duration
 	Publishers int           // concurrent publishers when flat out
 	Hold       time.Duration // keep the streams open this long after the run (for profiling)
+	History    int           // publish through the relay's event log (count for Redis's trim)
+	AppTx      bool          // Postgres: publish in a transaction that also writes an application row
+	ResumeFrom string        // resume every stream from this Last-Event-ID (history benchmarks)
 }
 
 // result is the JSON line a run prints.
@@ -220,7 +226,11 @@ func (l *load) subscribe(ctx context.Context, i int, ready chan<- error) error {
 		return err
 	}
 	context.AfterFunc(ctx, func() { conn.Close() })
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", u.path, u.host)
+	resume := ""
+	if l.c.ResumeFrom != "" {
+		resume = "Last-Event-ID: " + l.c.ResumeFrom + "\r\n"
+	}
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n", u.path, u.host, resume)
 	br := bufio.NewReaderSize(conn, 4096)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -350,23 +360,52 @@ func (l *load) publisher(ctx context.Context) (func(string) error, func(), error
 			return nil
 		}, func() {}, nil
 	case "postgres":
-		var mu sync.Mutex
-		conn, err := pgx.Connect(ctx, l.c.PG)
+		cfg, err := pgxpool.ParseConfig(l.c.PG)
 		if err != nil {
 			return nil, nil, err
 		}
+		cfg.MaxConns = int32(max(1, l.c.Publishers))
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		publish := "SELECT pg_notify($1, $2)"
+		if l.c.History > 0 {
+			publish = "SELECT sse_relay.publish($1, $2)"
+		}
+		if !l.c.AppTx {
+			return func(p string) error {
+				_, err := pool.Exec(ctx, publish, l.c.Channel, p)
+				return err
+			}, pool.Close, nil
+		}
+		// As an application publishes: in the transaction that writes the
+		// change the event announces, here one row of bench_app.
+		if _, err := pool.Exec(ctx, "CREATE TABLE IF NOT EXISTS bench_app (id bigserial PRIMARY KEY, note text)"); err != nil {
+			pool.Close()
+			return nil, nil, err
+		}
 		return func(p string) error {
-			mu.Lock()
-			defer mu.Unlock()
-			_, err := conn.Exec(ctx, "SELECT pg_notify($1, $2)", l.c.Channel, p)
-			return err
-		}, func() { conn.Close(context.Background()) }, nil
+			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, "INSERT INTO bench_app (note) VALUES ($1)", p); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, publish, l.c.Channel, p)
+				return err
+			})
+		}, pool.Close, nil
 	case "redis":
 		opt, err := redis.ParseURL(l.c.Redis)
 		if err != nil {
 			return nil, nil, err
 		}
 		rc := redis.NewClient(opt)
+		if l.c.History > 0 {
+			key := broker.RedisLogKey(l.c.Channel)
+			return func(p string) error {
+				return rc.FCall(ctx, "sse_relay_publish", []string{key}, p, l.c.History, 0).Err()
+			}, func() { rc.Close() }, nil
+		}
 		return func(p string) error { return rc.Publish(ctx, l.c.Channel, p).Err() }, func() { rc.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("-publish %q: want http, postgres or redis", l.c.Publish)

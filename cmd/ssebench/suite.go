@@ -46,6 +46,19 @@ func runSuite(caddyBin, only string) error {
 		return err
 	}
 	defer pg.Stop()
+	if only == "" || strings.Contains("history", only) || strings.HasPrefix(only, "history") {
+		rd, err := testsrv.StartRedisFsync("everysec")
+		if err != nil {
+			return err
+		}
+		defer rd.Stop()
+		if err := runHistorySuite(caddyBin, pg.URL(), rd.URL(), only); err != nil {
+			return err
+		}
+		if only != "" {
+			return nil
+		}
+	}
 	all := map[string][]result{}
 	for _, sc := range scenarios {
 		if only != "" && !strings.Contains(sc.name, only) {
@@ -93,7 +106,7 @@ func runOne(caddyBin, pgURL string, sc scenario, mode string) (result, error) {
 		if mode == "relay" && sc.publish == "postgres" {
 			broker = pgURL
 		}
-		srv, err = startCaddy(caddyBin, broker)
+		srv, err = startCaddy(caddyBin, broker, "")
 	}
 	if err != nil {
 		return result{}, err
@@ -129,7 +142,8 @@ func startFloor() (*server, error) {
 // the relay requires.
 const benchKey = "ssebench-publish-key-0123456789abcdef"
 
-func startCaddy(bin, broker string) (*server, error) {
+// startCaddy runs the relay on broker with more sse_relay lines, if any.
+func startCaddy(bin, broker, extra string) (*server, error) {
 	adminPort, _ := testsrv.FreePort()
 	port, err := testsrv.FreePort()
 	if err != nil {
@@ -156,9 +170,10 @@ http://127.0.0.1:%d {
 		publish_key %s
 		max_connections 100000
 		max_connections_per_ip 100000
+		%s
 	}
 }
-`, adminPort, port, port, broker, benchKey)
+`, adminPort, port, port, broker, benchKey, extra)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err

@@ -142,17 +142,22 @@ func (p *Postgres) Stop() {
 
 // Redis is a private redis-server process.
 type Redis struct {
-	Port int
-	dir  string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
+	Port  int
+	dir   string
+	fsync string // appendfsync
+	mu    sync.Mutex
+	cmd   *exec.Cmd
 }
 
 // URL is a connection URL for database 0.
 func (r *Redis) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.Port) }
 
 // StartRedis starts a redis-server on a free port; Stop ends it.
-func StartRedis() (*Redis, error) {
+func StartRedis() (*Redis, error) { return StartRedisFsync("always") }
+
+// StartRedisFsync is StartRedis with another appendfsync policy: the
+// benchmarks use everysec, the common production setting.
+func StartRedisFsync(policy string) (*Redis, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, errors.New("redis-server not found: install the redis-server package (make test does)")
 	}
@@ -164,7 +169,7 @@ func StartRedis() (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Redis{Port: port, dir: dir}
+	r := &Redis{Port: port, dir: dir, fsync: policy}
 	return r, r.Start()
 }
 
@@ -176,7 +181,7 @@ func (r *Redis) Start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
+		"--save", "", "--appendonly", "yes", "--appendfsync", r.fsync,
 		"--dir", r.dir, "--logfile", filepath.Join(r.dir, "log"))
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
