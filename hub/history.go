@@ -196,11 +196,23 @@ func (s *Subscription) CatchUp(ctx context.Context) error {
 		frames = append(frames, &Frame{Bytes: all[i].frame, Channel: all[i].channel, Pos: all[i].pos, IDLen: all[i].idLen})
 	}
 	for _, f := range frames {
-		if b := s.Append(nil, f); len(b) > 0 {
+		if b := s.backlogBytes(f); len(b) > 0 {
 			s.Backlog = append(s.Backlog, b)
 		}
 	}
 	return nil
+}
+
+// backlogBytes is Append for a frame of the backlog: the frame's own bytes
+// when they need no other id, without a copy.
+func (s *Subscription) backlogBytes(f *Frame) []byte {
+	if !f.Pos.IsZero() && s.cursor.simple() {
+		if !s.cursor.admit(f.Channel, f.Pos) {
+			return nil
+		}
+		return f.Bytes
+	}
+	return s.Append(nil, f)
 }
 
 // startAtHead gives a stream without a cursor one: where the log is now,

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -8,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
 )
 
 // listener records Listen/Unlisten calls.
@@ -548,4 +551,39 @@ func flip(c byte) string {
 		return "B"
 	}
 	return "A"
+}
+
+// fixedLog is a log that holds entries of one channel, for the resume
+// benchmark: a read from the start returns them, a later one nothing.
+type fixedLog struct{ entries []broker.Entry }
+
+func (f fixedLog) Read(_ context.Context, after map[string]broker.Position, _ int) ([]broker.Entry, []string, error) {
+	for _, p := range after {
+		if !p.IsZero() {
+			return nil, nil, nil
+		}
+	}
+	return f.entries, nil, nil
+}
+func (fixedLog) Head(context.Context, []string) (map[string]broker.Position, error) { return nil, nil }
+func (fixedLog) GlobalOrder() bool                                                  { return true }
+func (fixedLog) Depth(context.Context) (broker.LogDepth, error)                     { return broker.LogDepth{}, nil }
+func (fixedLog) Check(context.Context) error                                        { return nil }
+
+// BenchmarkCatchUp1000: the hub's side of a resume 1,000 events behind
+// from the log (decode, frame, order, dedupe), without the read itself.
+func BenchmarkCatchUp1000(b *testing.B) {
+	var es []broker.Entry
+	for i := range 1000 {
+		es = append(es, broker.Entry{Channel: "c", Pos: broker.Position{Lo: uint64(i + 1)},
+			Payload: []byte(fmt.Sprintf(`{"data":"%d 1795649193133395982"}`, i))})
+	}
+	h := New(newListener(), Options{Replay: 1000, Log: fixedLog{es}})
+	for b.Loop() {
+		s, _ := h.Subscribe([]string{"c"}, "0-0", 16)
+		if err := s.CatchUp(context.Background()); err != nil || len(s.Backlog) != 1000 {
+			b.Fatal(err, len(s.Backlog))
+		}
+		h.Unsubscribe(s)
+	}
 }
