@@ -171,15 +171,19 @@ func (p *postgres) serve(conn *pgx.Conn, sink Sink) error {
 			return err
 		}
 	}
-	if err := p.sync(conn, &l); err != nil {
+	added, err := p.sync(conn, &l)
+	if err != nil {
 		return err
 	}
 	wasDown := p.outage.connected()
 	p.bo.reset()
+	p.markActive(added)
 	for {
-		if err := p.sync(conn, &l); err != nil {
+		added, err := p.sync(conn, &l)
+		if err != nil {
 			return err
 		}
+		p.markActive(added)
 		if wasDown && p.log == nil {
 			// NOTIFY keeps nothing for absent listeners: once listening
 			// again, tell subscribers that events may be missing. With
@@ -265,10 +269,10 @@ func (p *postgres) wait(conn *pgx.Conn, poll time.Duration) (*pgconn.Notificatio
 // go out pgSyncBatch at a time, one round trip and one timeout per batch,
 // so thousands of channels listen again in seconds even with a database a
 // few milliseconds away.
-func (p *postgres) sync(conn *pgx.Conn, l *pgListens) error {
+func (p *postgres) sync(conn *pgx.Conn, l *pgListens) (added []string, err error) {
 	add, remove, changed := p.want.diff(l.have)
 	if !changed {
-		return nil
+		return nil, nil
 	}
 	var stmts, fresh []string
 	for _, ch := range add {
@@ -299,7 +303,7 @@ func (p *postgres) sync(conn *pgx.Conn, l *pgListens) error {
 	}
 	if p.log != nil && len(fresh) > 0 {
 		if err := p.log.listening(p.ctx, conn, fresh); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for len(stmts) > 0 {
@@ -309,14 +313,18 @@ func (p *postgres) sync(conn *pgx.Conn, l *pgListens) error {
 		cancel()
 		if err != nil {
 			// The connection goes: the next one listens to the whole set.
-			return fmt.Errorf("listen: %w", err)
+			return nil, fmt.Errorf("listen: %w", err)
 		}
 		stmts = stmts[n:]
 	}
-	for _, ch := range add {
+	return add, nil
+}
+
+// markActive tells the waiters of channels that they are listened to.
+func (p *postgres) markActive(channels []string) {
+	for _, ch := range channels {
 		p.want.markActive(ch)
 	}
-	return nil
 }
 
 func (p *postgres) publishPending(conn *pgx.Conn) error {

@@ -154,6 +154,9 @@ func (r *redisBroker) generation(sink Sink) error {
 	}
 	r.outage.connected()
 	r.bo.reset()
+	for ch := range have {
+		r.want.markActive(ch) // once the connection counts as up
+	}
 
 	genCtx, stop := context.WithCancel(r.ctx)
 	var wg sync.WaitGroup
@@ -206,7 +209,6 @@ func (r *redisBroker) resubscribe(ps *redis.PubSub, sink Sink, wasDown bool) (ma
 		}
 		for _, ch := range batch {
 			have[ch] = true
-			r.want.markActive(ch)
 		}
 	}
 	return have, nil
