@@ -711,6 +711,8 @@ func TestRedisLogAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.waitFor(t, "two", func() bool { return rec.has("rr two") })
+	// The backfill comes before the connection counts as up.
+	rec.waitFor(t, "the relay back", func() bool { return b.Connected() })
 	if err := b.Publish(ctx, []string{"rr"}, []byte("three")); err != nil {
 		t.Fatal(err)
 	}
