@@ -10,8 +10,9 @@ test: deps vet
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 ## deps: what the tests start or drive, installed when missing: PostgreSQL and
-## Redis servers, Debian's Django 3.2 for contrib/django (and 4.2 and 5.2
-## unpacked under e2e/django/), Chromium and npm's htmx for the browser test
+## Redis servers, Debian's Django 3.2 for contrib/django (and 4.2, 5.2 and
+## psycopg 3 unpacked under e2e/django/), Chromium and npm's htmx for the
+## browser test
 deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
 		echo "installing PostgreSQL server binaries"; \
@@ -25,8 +26,9 @@ deps:
 		echo "installing Django, psycopg2 and redis-py for contrib/django"; \
 		$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq python3-django python3-psycopg2 python3-redis; \
 	fi
-	@if ! [ -d e2e/django/4.2/usr/lib/python3/dist-packages/django ] || ! [ -d e2e/django/5.2/usr/lib/python3/dist-packages/django ]; then \
-		echo "fetching Django 4.2 and 5.2 from Debian for the Django tests"; \
+	@if ! [ -d e2e/django/4.2/usr/lib/python3/dist-packages/django ] || ! [ -d e2e/django/5.2/usr/lib/python3/dist-packages/django ] \
+		|| ! [ -d e2e/django/psycopg3/usr/lib/python3/dist-packages/psycopg ]; then \
+		echo "fetching Django 4.2 and 5.2 and psycopg 3 from Debian for the Django tests"; \
 		sh e2e/django/fetch.sh; \
 	fi
 	@if ! [ -x /usr/bin/chromium ]; then \

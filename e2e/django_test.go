@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -22,14 +23,47 @@ const djangoPython = "/usr/bin/python3"
 // of the node that checks the package's tokens.
 const djangoJWTSecret = "0123456789abcdef0123456789abcdef-python"
 
-// djangoTrees are the Django releases contrib/django is tested on besides
-// Debian's own 3.2: Debian packages that make deps unpacks here
-// (e2e/django/fetch.sh), put first on PYTHONPATH.
-var djangoTrees = []string{"4.2", "5.2"}
+// djangoRuns are the Django releases and drivers contrib/django is tested
+// on: Debian's own Django 3.2 and psycopg2 (bookworm), and Debian packages
+// that make deps unpacks under e2e/django/ (fetch.sh) and puts first on
+// PYTHONPATH: Django 4.2 (trixie) and 5.2 (sid, the newest Debian has for
+// this Python: experimental's 6.x needs Python 3.12), each with psycopg2
+// and with psycopg 3 (trixie's python3-psycopg; bookworm's 3.1.7 is older
+// than the 3.1.8 those Django releases require). Django takes psycopg 3
+// when it can import it.
+var djangoRuns = []struct{ django, driver string }{
+	{"3.2", "psycopg2"},
+	{"4.2", "psycopg2"},
+	{"4.2", "psycopg"},
+	{"5.2", "psycopg2"},
+	{"5.2", "psycopg"},
+}
+
+// djangoPath is the PYTHONPATH of a run of Django version on driver: the
+// unpacked trees it needs ahead of the system's packages.
+func djangoPath(t *testing.T, version, driver string) string {
+	t.Helper()
+	var trees []string
+	if driver == "psycopg" {
+		trees = append(trees, "psycopg3")
+	}
+	if version != "3.2" {
+		trees = append(trees, version)
+	}
+	var path []string
+	for _, tree := range trees {
+		dir, _ := filepath.Abs(filepath.Join("django", tree, "usr/lib/python3/dist-packages"))
+		if _, err := os.Stat(dir); err != nil {
+			t.Fatalf("%s is not unpacked in %s (make deps runs e2e/django/fetch.sh): %v", tree, dir, err)
+		}
+		path = append(path, dir)
+	}
+	return strings.Join(path, string(os.PathListSeparator))
+}
 
 // TestDjangoPackage runs contrib/django's unittest suite, on Django 3.2,
-// 4.2 and 5.2, against this test binary's Postgres and Redis and five
-// Caddy nodes on them, with history and without: notify() reaches an SSE
+// 4.2 and 5.2, with psycopg2 and with psycopg 3 (djangoRuns), against this
+// test binary's Postgres and Redis and five Caddy nodes on them, with history and without: notify() reaches an SSE
 // client only after commit, never after rollback; with history it goes
 // through the log (on Postgres in the caller's transaction) and its id is
 // the event's position. The suite also applies and reverses the package's
@@ -50,17 +84,9 @@ func TestDjangoPackage(t *testing.T) {
 	pgLog := startNode(t, "broker "+servers.PG(t).URL()+"\nhistory 1000\nheartbeat 1s")
 	rdLog := startNode(t, "broker "+servers.Redis(t).URL()+"\nhistory 1000\nheartbeat 1s")
 
-	versions, paths := []string{"3.2"}, []string{""}
-	for _, v := range djangoTrees {
-		dir, _ := filepath.Abs(filepath.Join("django", v, "usr/lib/python3/dist-packages"))
-		if _, err := os.Stat(filepath.Join(dir, "django")); err != nil {
-			t.Fatalf("Django %s is not unpacked in %s (make deps runs e2e/django/fetch.sh): %v", v, dir, err)
-		}
-		versions, paths = append(versions, v), append(paths, dir)
-	}
-	for i, v := range versions {
-		path := paths[i]
-		t.Run("Django "+v, func(t *testing.T) {
+	for _, run := range djangoRuns {
+		t.Run("Django "+run.django+" on "+run.driver, func(t *testing.T) {
+			path := djangoPath(t, run.django, run.driver)
 			cmd := exec.Command(djangoPython, "runtests.py")
 			cmd.Dir = "../contrib/django"
 			cmd.Env = append(os.Environ(),
@@ -78,8 +104,11 @@ func TestDjangoPackage(t *testing.T) {
 			if err != nil {
 				t.Fatalf("runtests.py: %v", err)
 			}
-			if !regexp.MustCompile(`(?m)^Django ` + regexp.QuoteMeta(v) + `\.`).Match(out) {
-				t.Fatalf("runtests.py did not run on Django %s", v)
+			if !regexp.MustCompile(`(?m)^Django ` + regexp.QuoteMeta(run.django) + `\.`).Match(out) {
+				t.Fatalf("runtests.py did not run on Django %s", run.django)
+			}
+			if !regexp.MustCompile(`(?m)^driver ` + regexp.QuoteMeta(run.driver) + ` `).Match(out) {
+				t.Fatalf("runtests.py did not run on %s", run.driver)
 			}
 			// Every test ran: a skipped end-to-end class would prove nothing.
 			if regexp.MustCompile(`(?m)skipped`).Match(out) {

@@ -40,6 +40,9 @@ django.setup()
 
 if __name__ == "__main__":
     print("Django %s" % django.get_version())
+    # psycopg 3 when Django (4.2 or later) finds it, else psycopg2.
+    from django.db import connection
+    print("driver %s %s" % (connection.Database.__name__, connection.Database.__version__.split()[0]))
     # The log's schema through the package's own migration, as a project
     # gets it.
     from django.core.management import call_command
