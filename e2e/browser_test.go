@@ -138,8 +138,8 @@ func TestBrowser(t *testing.T) {
 }
 
 // newBrowser starts headless Chromium with the flags this machine's
-// closed network needs, in a profile of its own.
-func newBrowser(t *testing.T) context.Context {
+// closed network needs, and more if any, in a profile of its own.
+func newBrowser(t *testing.T, more ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
 		chromedp.ExecPath(chromiumPath),
@@ -149,6 +149,7 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-component-update", true),
 	)
+	opts = append(opts, more...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })
