@@ -1,7 +1,7 @@
-// Package testsrv starts throw-away PostgreSQL and Redis servers from the
-// installed binaries, on free ports in temporary directories, so tests talk
-// to real servers and can kill and restart them; and it holds what the
-// test packages that start Caddy share.
+// Package testsrv starts throw-away PostgreSQL and Redis servers and Redis
+// Clusters from the installed binaries, on free ports in temporary
+// directories, so tests talk to real servers and can kill and restart them;
+// and it holds what the test packages that start Caddy share.
 package testsrv
 
 import (
@@ -144,7 +144,8 @@ func (p *Postgres) Stop() {
 type Redis struct {
 	Port  int
 	dir   string
-	fsync string // appendfsync
+	fsync string   // appendfsync
+	args  []string // more redis-server options, such as a cluster node's
 	mu    sync.Mutex
 	cmd   *exec.Cmd
 }
@@ -183,6 +184,7 @@ func (r *Redis) Start() error {
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "yes", "--appendfsync", r.fsync,
 		"--dir", r.dir, "--logfile", filepath.Join(r.dir, "log"))
+	cmd.Args = append(cmd.Args, r.args...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
 	}
@@ -244,6 +246,7 @@ type Servers struct {
 	pg                *Postgres
 	redis             *Redis
 	pgErr, redisErr   error
+	cluster           clusterServers
 }
 
 // PG is the shared PostgreSQL, started on first use. A server that cannot
@@ -286,6 +289,10 @@ func (s *Servers) Stop() {
 	}
 	if s.redis != nil {
 		s.redis.Stop()
+	}
+	s.cluster.once.Do(func() {})
+	if s.cluster.cluster != nil {
+		s.cluster.cluster.Stop()
 	}
 }
 
