@@ -88,14 +88,20 @@ func (r *redisBroker) Publish(ctx context.Context, channels []string, payload []
 			return nil
 		})
 	}
-	if err != nil {
-		var rerr redis.Error
-		if errors.As(err, &rerr) && refusedByRedis(rerr.Error()) {
-			return fmt.Errorf("%w: %s", ErrRejected, rerr.Error())
-		}
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	return redisPublishError(err)
+}
+
+// redisPublishError is what a publisher is told of err: ErrRejected when
+// Redis refused the command itself, else ErrUnavailable.
+func redisPublishError(err error) error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	var rerr redis.Error
+	if errors.As(err, &rerr) && refusedByRedis(rerr.Error()) {
+		return fmt.Errorf("%w: %s", ErrRejected, rerr.Error())
+	}
+	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
 // refusedByRedis tells a reply that refuses the command itself (a channel

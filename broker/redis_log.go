@@ -30,9 +30,15 @@ func RedisLogKey(channel string) string { return "sse-relay:{" + channel + "}" }
 // redisLog is the Redis broker's log: a stream per channel.
 type redisLog struct {
 	history History
-	client  *redis.Client
+	client  redis.Cmdable // a *redis.ClusterClient on a cluster, which routes by key
 	logger  *zap.Logger
 	want    *wantSet
+
+	// handover makes "not delivered yet" and the delivery one step: on a
+	// cluster the readers of two shards may hold entries of one channel
+	// for a moment while it moves, and a later entry handed over first
+	// would make the sink drop the earlier one.
+	handover sync.Mutex
 
 	// last is, per hub channel, the newest position handed to the sink
 	// (or the stream's head when it was subscribed): where a reconnect
@@ -57,13 +63,19 @@ func (l *redisLog) Check(ctx context.Context) error { return l.load(ctx) }
 // publish appends payload to every channel's stream through the function,
 // several channels in one MULTI/EXEC.
 func (l *redisLog) publish(ctx context.Context, channels []string, payload []byte) error {
+	return l.fcall(ctx, "sse_relay_publish", channels, payload)
+}
+
+// fcall calls function, sse_relay_publish or (on a cluster, whose
+// channels share a slot) sse_relay_spublish, for every channel.
+func (l *redisLog) fcall(ctx context.Context, function string, channels []string, payload []byte) error {
 	count, age := strconv.Itoa(l.history.Count), strconv.FormatInt(l.history.MaxAge.Milliseconds(), 10)
 	if len(channels) == 1 {
-		return l.client.FCall(ctx, "sse_relay_publish", []string{RedisLogKey(channels[0])}, payload, count, age).Err()
+		return l.client.FCall(ctx, function, []string{RedisLogKey(channels[0])}, payload, count, age).Err()
 	}
 	_, err := l.client.TxPipelined(ctx, func(tx redis.Pipeliner) error {
 		for _, ch := range channels {
-			tx.FCall(ctx, "sse_relay_publish", []string{RedisLogKey(ch)}, payload, count, age)
+			tx.FCall(ctx, function, []string{RedisLogKey(ch)}, payload, count, age)
 		}
 		return nil
 	})
@@ -105,10 +117,16 @@ func (l *redisLog) announced(channel, message string, sink Sink) {
 		l.logger.Warn("malformed log announcement", zap.String("channel", channel))
 		return
 	}
-	if !l.advance(channel, pos) {
-		return
+	l.deliver(Entry{Channel: channel, Pos: pos, Payload: []byte(payload)}, sink)
+}
+
+// deliver hands e to sink unless it was delivered already.
+func (l *redisLog) deliver(e Entry, sink Sink) {
+	l.handover.Lock()
+	defer l.handover.Unlock()
+	if l.advance(e.Channel, e.Pos) {
+		sink.DeliverEntry(e)
 	}
-	sink.DeliverEntry(Entry{Channel: channel, Pos: pos, Payload: []byte(payload)})
 }
 
 // advance raises channel's last position to pos, or reports false when pos
@@ -150,9 +168,7 @@ func (l *redisLog) backfill(ctx context.Context, channels []string, sink Sink) e
 		count := map[string]int{}
 		for _, e := range entries {
 			count[e.Channel]++
-			if l.advance(e.Channel, e.Pos) {
-				sink.DeliverEntry(e)
-			}
+			l.deliver(e, sink)
 			from[e.Channel] = e.Pos
 		}
 		for ch := range from {
