@@ -1,6 +1,7 @@
 // Package broker holds the one long-lived connection per broker URL that
 // listens to a changing set of channels and publishes. Open picks the kind
-// by URL scheme: postgres://, postgresql://, redis://, rediss:// or memory://.
+// by URL scheme: postgres://, postgresql://, redis://, rediss://,
+// redis-cluster://, rediss-cluster:// or memory://.
 package broker
 
 import (
@@ -20,8 +21,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// Sink receives what the broker reads. The broker's reader calls it from
-// one goroutine; it must not block.
+// Sink receives what the broker reads; it must not block. The broker's
+// reader calls it from one goroutine, except on a Redis Cluster, where the
+// reader of each shard does: calls then overlap for channels of different
+// shards, and, for a moment while a channel moves between shards, for its
+// plain payloads (Deliver). The entries of one channel's log never overlap
+// and come in position order.
 type Sink interface {
 	// Deliver hands over a payload published straight on channel, which
 	// no log keeps.
@@ -67,6 +72,19 @@ type State struct {
 	Connected  bool      `json:"connected"`
 	Since      time.Time `json:"since"`      // when it connected, or lost the connection
 	Reconnects int       `json:"reconnects"` // connections re-established after a loss
+	// Shards are a Redis Cluster's pub/sub connections, one per primary.
+	// The cluster is connected while every shard that holds a listened
+	// channel is.
+	Shards []ShardState `json:"shards,omitempty"`
+}
+
+// ShardState is the pub/sub connection to one primary of a Redis Cluster.
+type ShardState struct {
+	Addr          string    `json:"addr"`
+	Connected     bool      `json:"connected"`
+	Since         time.Time `json:"since"`
+	Reconnects    int       `json:"reconnects"`
+	Subscriptions int       `json:"subscriptions"` // pub/sub channels placed on it
 }
 
 // Errors a publisher can act on.
@@ -92,13 +110,15 @@ func Open(rawURL string, logger *zap.Logger, history History) (Broker, error) {
 		return newPostgres(rawURL, logger, history)
 	case "redis", "rediss":
 		return newRedis(rawURL, logger, history)
+	case "redis-cluster", "rediss-cluster":
+		return newRedisCluster(rawURL, logger, history)
 	case "memory":
 		if history.On() {
 			return nil, errors.New("history needs a broker that can keep it: postgres:// or redis://, not memory://")
 		}
 		return newMemory(), nil
 	default:
-		return nil, fmt.Errorf("broker URL %s: scheme must be postgres, postgresql, redis, rediss or memory", Label(rawURL))
+		return nil, fmt.Errorf("broker URL %s: scheme must be postgres, postgresql, redis, rediss, redis-cluster, rediss-cluster or memory", Label(rawURL))
 	}
 }
 
@@ -130,6 +150,16 @@ func Label(rawURL string) string {
 			user = opt.Username + "@"
 		}
 		return fmt.Sprintf("%s://%s%s/%d", scheme, user, opt.Addr, opt.DB)
+	case "redis-cluster", "rediss-cluster":
+		opt, err := redis.ParseClusterURL(strings.Replace(rawURL, "-cluster://", "://", 1))
+		if err != nil {
+			return scheme + "://(unparsable)"
+		}
+		user := ""
+		if opt.Username != "" {
+			user = opt.Username + "@"
+		}
+		return fmt.Sprintf("%s://%s%s", scheme, user, strings.Join(opt.Addrs, ","))
 	case "memory":
 		return "memory://"
 	}

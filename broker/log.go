@@ -113,6 +113,8 @@ func ApplySchema(ctx context.Context, rawURL string) error {
 		return nil
 	case *redisLog:
 		return l.load(ctx)
+	case *clusterLog:
+		return l.load(ctx)
 	}
 	return ErrNoHistory
 }
