@@ -104,6 +104,7 @@ func newRedisCluster(rawURL string, logger *zap.Logger, history History) (*clust
 		c.log = &clusterLog{
 			redisLog: &redisLog{history: history, client: c.client, logger: logger, want: c.want, last: map[string]Position{}},
 			cluster:  c.client,
+			slotUp:   c.slotUp,
 		}
 	}
 	return c, nil

@@ -14,6 +14,7 @@ import (
 type clusterLog struct {
 	*redisLog
 	cluster *redis.ClusterClient
+	slotUp  func(slot int) bool // whether slot's primary is connected
 }
 
 // load puts the function library on every primary. A replica gets it by
@@ -39,4 +40,24 @@ func (l *clusterLog) Check(ctx context.Context) error { return l.load(ctx) }
 // in one MULTI/EXEC on its primary.
 func (l *clusterLog) publish(ctx context.Context, channels []string, payload []byte) error {
 	return l.fcall(ctx, "sse_relay_spublish", channels, payload)
+}
+
+// Depth counts the entries of the channels listened to now on the shards
+// that are up, and names the rest in its error: stats and health checks
+// answer at once rather than wait for a dead primary.
+func (l *clusterLog) Depth(ctx context.Context) (LogDepth, error) {
+	var up []string
+	down := 0
+	for _, ch := range l.want.channels() {
+		if l.slotUp(keySlot(RedisLogKey(ch))) {
+			up = append(up, ch)
+		} else {
+			down++
+		}
+	}
+	d, err := l.depthOf(ctx, up)
+	if err == nil && down > 0 {
+		err = fmt.Errorf("%d channels' shards are down: not counted", down)
+	}
+	return d, err
 }

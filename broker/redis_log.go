@@ -270,7 +270,11 @@ func (l *redisLog) Head(ctx context.Context, channels []string) (map[string]Posi
 
 // Depth counts the entries of the channels listened to now.
 func (l *redisLog) Depth(ctx context.Context) (LogDepth, error) {
-	channels := l.want.channels()
+	return l.depthOf(ctx, l.want.channels())
+}
+
+// depthOf counts the entries of channels.
+func (l *redisLog) depthOf(ctx context.Context, channels []string) (LogDepth, error) {
 	cmds := make([]*redis.IntCmd, len(channels))
 	_, err := l.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, ch := range channels {
