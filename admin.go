@@ -50,7 +50,9 @@ type brokerStats struct {
 	Refused        uint64            `json:"payloads_refused"`
 	Resets         map[string]uint64 `json:"resets"` // reset events sent, by reason
 	History        *historyStats     `json:"history,omitempty"`
-	Channels       []hub.ChannelStat `json:"channels"`
+	// Shards are a Redis Cluster's pub/sub connections, one per primary.
+	Shards   []broker.ShardState `json:"shards,omitempty"`
+	Channels []hub.ChannelStat   `json:"channels"`
 }
 
 // historyStats describes a relay's event log.
@@ -103,7 +105,8 @@ func collectStats() stats {
 			URL: r.label, State: "disconnected", Since: st.Since, Reconnects: st.Reconnects,
 			EventsReceived: r.received.Load(), Streams: r.openStreams(), Replay: r.replay,
 			ReplayBytes: hs.ReplayBytes, Queued: hs.Queued, DroppedSlow: hs.Dropped,
-			Refused: hs.Refused, Resets: hs.Resets, History: logStats(r, hs), Channels: r.hub.ChannelStats(),
+			Refused: hs.Refused, Resets: hs.Resets, History: logStats(r, hs), Shards: st.Shards,
+			Channels: r.hub.ChannelStats(),
 		}
 		if st.Connected {
 			b.State = "connected"
@@ -132,7 +135,8 @@ func serveStats(w http.ResponseWriter, r *http.Request) error {
 }
 
 // serveHealth is 200 when every broker is connected, else 503: a load
-// balancer takes a node whose broker is down out of rotation.
+// balancer takes a node whose broker is down out of rotation. A Redis
+// Cluster is down while a shard that holds a listened channel is.
 func serveHealth(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errMethod}
