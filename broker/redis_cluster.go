@@ -514,7 +514,7 @@ func (c *clusterBroker) stopShards() {
 // report records whether the cluster is usable: the slot map known, every
 // listened channel on a shard, every shard holding one connected, and at
 // least one shard connected. Shards still opening their first connection
-// are not an outage yet.
+// are not an outage, nor connected yet.
 func (c *clusterBroker) report() bool {
 	opening, err := c.health()
 	switch {
@@ -543,13 +543,13 @@ func (c *clusterBroker) health() (opening bool, err error) {
 		up, down := s.outage.isUp(), s.outage.knownDown()
 		anyUp = anyUp || up
 		allDown = allDown && down
-		if !s.holds() || up {
-			continue
-		}
-		if down && err == nil {
+		// A shard still opening its first connection holds back the
+		// word "connected" (a publisher waiting for it publishes on any
+		// shard next), but is no outage.
+		opening = opening || (!up && !down)
+		if down && s.holds() && err == nil {
 			err = fmt.Errorf("shard %s: %w", s.addr, s.lastError())
 		}
-		opening = opening || !down
 	}
 	c.mu.Unlock()
 	if err == nil && !anyUp && allDown {
