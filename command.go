@@ -28,6 +28,7 @@ notify publishes one event through a broker, as a Django app would:
 
   caddy sse-relay notify --broker postgres://u@db/app --channel orders --event order --data '{"id":1}'
   echo 'hello' | caddy sse-relay notify --broker redis://localhost:6379 --channel news --data -
+  caddy sse-relay notify --broker 'redis-cluster://10.0.0.1:7000?addr=10.0.0.2:7000' --channel news --data hi
 
 token mints a subscriber JWT for handlers with jwt_secret:
 
@@ -39,6 +40,7 @@ PostgreSQL the sse_relay schema, on Redis the sse_relay function library:
   caddy sse-relay schema > sse_relay.sql
   caddy sse-relay schema --apply --broker postgres://owner@db/app
   caddy sse-relay schema --apply --broker redis://localhost:6379
+  caddy sse-relay schema --apply --broker 'redis-cluster://10.0.0.1:7000?addr=10.0.0.2:7000'
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.AddCommand(notifyCommand(), tokenCommand(), schemaCommand())
@@ -72,7 +74,7 @@ func notifyCommand() *cobra.Command {
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&brokerURL, "broker", os.Getenv("SSE_RELAY_BROKER"), "broker URL (postgres://, redis://, rediss://); default $SSE_RELAY_BROKER")
+	f.StringVar(&brokerURL, "broker", os.Getenv("SSE_RELAY_BROKER"), "broker URL (postgres://, redis://, rediss://, redis-cluster://, rediss-cluster://); default $SSE_RELAY_BROKER")
 	f.StringVar(&channel, "channel", "", "channel to publish on")
 	f.StringVar(&event, "event", "", "SSE event name")
 	f.StringVar(&id, "id", "", "SSE event id")
@@ -163,7 +165,7 @@ func schemaCommand() *cobra.Command {
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&brokerURL, "broker", "", "broker URL: postgres:// prints or applies the SQL, redis:// the function library")
+	f.StringVar(&brokerURL, "broker", "", "broker URL: postgres:// prints or applies the SQL, redis:// or redis-cluster:// the function library (on every primary of a cluster)")
 	f.BoolVar(&apply, "apply", false, "apply it to --broker instead of printing it")
 	return c
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -488,4 +490,65 @@ func TestClusterReshard(t *testing.T) {
 	}
 	stillOpen(t, streams)
 	t.Logf("slot %d of %s moved from %s to %s under 20 streams: every event once, in order", slot, ch, from.Addr(), to.Addr())
+}
+
+// TestClusterCLI: `caddy sse-relay schema --broker redis-cluster://…`
+// prints the function library with sse_relay_spublish, `--apply` loads it
+// on every primary, and `notify` publishes to a node on the cluster, live
+// and through the log.
+func TestClusterCLI(t *testing.T) {
+	cl := servers.Cluster(t)
+	if err := cl.WaitHealthy(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	url := cl.URL()
+	out, err := exec.Command(caddyBin, "sse-relay", "schema", "--broker", url).Output()
+	if err != nil || !strings.Contains(string(out), "sse_relay_spublish") {
+		t.Fatalf("schema --broker %s: %v\n%s", url, err, out)
+	}
+	primaries, err := cl.Primaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range primaries {
+		rc := redis.NewClient(&redis.Options{Addr: p.Addr()})
+		err := rc.FunctionDelete(context.Background(), "sse_relay").Err()
+		rc.Close()
+		if err != nil && !strings.Contains(err.Error(), "Library not found") {
+			t.Fatal(err)
+		}
+	}
+	out, err = exec.Command(caddyBin, "sse-relay", "schema", "--apply", "--broker", url).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "event log ready") {
+		t.Fatalf("schema --apply: %v\n%s", err, out)
+	}
+	for _, p := range primaries {
+		rc := redis.NewClient(&redis.Options{Addr: p.Addr()})
+		libs, err := rc.FunctionList(context.Background(), redis.FunctionListQuery{LibraryNamePattern: "sse_relay"}).Result()
+		rc.Close()
+		if err != nil || len(libs) != 1 || len(libs[0].Functions) != 2 {
+			t.Fatalf("%s: libraries %+v, %v", p.Addr(), libs, err)
+		}
+	}
+
+	channels, _ := clusterChannels(t, cl, "cli", 1)
+	live := startNode(t, "broker "+url)
+	logged := startNode(t, "broker "+url+"\nhistory 10")
+	for _, ch := range channels {
+		s := openMany(t, live.base+"/events/"+ch, 1)[0]
+		if out, err := exec.Command(caddyBin, "sse-relay", "notify", "--broker", url, "--channel", ch, "--data", "live").CombinedOutput(); err != nil {
+			t.Fatalf("notify: %v\n%s", err, out)
+		}
+		if ev, err := s.Next(10 * time.Second); err != nil || ev.Data != "live" {
+			t.Fatalf("%s: got %+v, %v", ch, ev, err)
+		}
+		s = openMany(t, logged.base+"/events/"+ch, 1)[0]
+		if out, err := exec.Command(caddyBin, "sse-relay", "notify", "--broker", url, "--history", "10", "--channel", ch, "--data", "logged").CombinedOutput(); err != nil {
+			t.Fatalf("notify --history: %v\n%s", err, out)
+		}
+		ev, err := s.Next(10 * time.Second)
+		if err != nil || ev.Data != "logged" || !regexp.MustCompile(`^\d+-\d+$`).MatchString(ev.ID) {
+			t.Fatalf("%s: got %+v, %v; want the event with its log position as id", ch, ev, err)
+		}
+	}
 }
