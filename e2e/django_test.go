@@ -68,7 +68,8 @@ func djangoPath(t *testing.T, version, driver string) string {
 // through the log (on Postgres in the caller's transaction) and its id is
 // the event's position. The suite also applies and reverses the package's
 // migration of the log's schema. A node on Postgres with jwt_secret takes
-// the tokens sse_url mints.
+// the tokens sse_url mints. On a Redis Cluster, notify() reaches channels
+// on every shard.
 func TestDjangoPackage(t *testing.T) {
 	if out, err := exec.Command(djangoPython, "-c", "import django, psycopg2, redis").CombinedOutput(); err != nil {
 		t.Fatalf("the Django tests need Debian's python3-django, python3-psycopg2 and python3-redis (make deps installs them): %v\n%s", err, out)
@@ -83,6 +84,7 @@ func TestDjangoPackage(t *testing.T) {
 	applySchema(t)
 	pgLog := startNode(t, "broker "+servers.PG(t).URL()+"\nhistory 1000\nheartbeat 1s")
 	rdLog := startNode(t, "broker "+servers.Redis(t).URL()+"\nhistory 1000\nheartbeat 1s")
+	cl := startNode(t, "broker "+servers.Cluster(t).URL()+"\nheartbeat 1s")
 
 	for _, run := range djangoRuns {
 		t.Run("Django "+run.django+" on "+run.driver, func(t *testing.T) {
@@ -98,6 +100,8 @@ func TestDjangoPackage(t *testing.T) {
 				"SSE_RELAY_TEST_JWT_BASE="+jwt.base,
 				"SSE_RELAY_TEST_HISTORY_BASE="+pgLog.base,
 				"SSE_RELAY_TEST_REDIS_HISTORY_BASE="+rdLog.base,
+				"SSE_RELAY_TEST_REDIS_CLUSTER_URL="+servers.Cluster(t).URL(),
+				"SSE_RELAY_TEST_REDIS_CLUSTER_BASE="+cl.base,
 			)
 			out, err := cmd.CombinedOutput()
 			t.Logf("runtests.py:\n%s", out)

@@ -4,7 +4,9 @@ Environment: SSE_RELAY_TEST_PG_URL (a Postgres the tests may use, required),
 SSE_RELAY_TEST_BASE (a Caddy with sse_relay on that Postgres at /events/*, for the
 end-to-end tests), SSE_RELAY_TEST_REDIS_URL and SSE_RELAY_TEST_REDIS_BASE (the same on
 Redis), SSE_RELAY_TEST_JWT_BASE (one on that Postgres with jwt_secret set to
-SSE_RELAY_JWT_SECRET below).
+SSE_RELAY_JWT_SECRET below),
+Redis), SSE_RELAY_TEST_REDIS_CLUSTER_URL and SSE_RELAY_TEST_REDIS_CLUSTER_BASE (the same on
+a Redis Cluster, its URL as the relay's broker URL: redis-cluster://host:port?addr=…).
 """
 import os
 import sys

@@ -140,7 +140,7 @@ def notify(channel, data=None, *, event=None, id=None, retry=None, using="defaul
         if backend == "redis" and history:
             _redis_log(channel, body, *history)
         elif backend == "redis":
-            _redis().publish(channel, body)
+            _redis_publish(channel, body)
         else:
             with connections[using].cursor() as cursor:
                 cursor.execute("SELECT pg_notify(%s, %s)", [channel, body])
@@ -161,7 +161,7 @@ def _redis():
             import redis
         except ImportError:
             raise ImportError("SSE_RELAY_BACKEND = 'redis' needs the redis package: pip install 'django-sse-relay[redis]'")
-        _redis_client = redis.Redis.from_url(_setting("SSE_RELAY_REDIS_URL", "redis://localhost:6379/0"))
+        _redis_client = _redis_from_url(redis, _setting("SSE_RELAY_REDIS_URL", "redis://localhost:6379/0"))
     return _redis_client
 
 
@@ -189,6 +189,36 @@ def _redis_log(channel, body, count, max_age_ms):
     library = (Path(__file__).resolve().parent / "redis_function.lua").read_text(encoding="utf-8")
     client.function_load(library, replace=True)
     return client.fcall(*args)
+
+
+def _redis_from_url(redis, url):
+    """A client for url: redis:// or rediss://, or a Redis Cluster as the relay's broker
+    URL names one: redis-cluster://host:port?addr=host2:port2&addr=… (rediss-cluster:// for TLS)."""
+    scheme = url.partition("://")[0]
+    if scheme.lower() not in ("redis-cluster", "rediss-cluster"):
+        return redis.Redis.from_url(url)
+    from urllib.parse import parse_qs, urlsplit
+    from redis.cluster import ClusterNode, RedisCluster
+    parts = urlsplit(url)
+    seeds = [ClusterNode(*addr.rsplit(":", 1)) for addr in parse_qs(parts.query).get("addr", [])]
+    return RedisCluster.from_url(scheme.lower()[:-len("-cluster")] + "://" + parts.netloc, startup_nodes=seeds)
+
+
+def _redis_publish(channel, body):
+    """PUBLISH on one Redis; SPUBLISH on a Redis Cluster, where the relay reads each
+    channel with SSUBSCRIBE on the shard that owns its slot."""
+    client = _redis()
+    if not hasattr(client, "get_node_from_key"):
+        client.publish(channel, body)
+        return
+    from redis.exceptions import RedisClusterException
+    # redis-py 4.3 cannot route SPUBLISH by itself: send it to the channel's
+    # primary, and once more after a MOVED (a failover, a resharding) has
+    # updated the client's slot map.
+    try:
+        client.execute_command("SPUBLISH", channel, body, target_nodes=client.get_node_from_key(channel))
+    except RedisClusterException:
+        client.execute_command("SPUBLISH", channel, body, target_nodes=client.get_node_from_key(channel))
 
 
 def subscriber_token(channels, ttl=3600, *, publish=None, secret=None, audience=None, issuer=None):

@@ -251,3 +251,44 @@ class RedisEndToEnd(_Commit, unittest.TestCase):
 
     def test_event_only_after_commit(self):
         self.check_only_after_commit("orders_redis")
+
+
+@unittest.skipUnless(os.environ.get("SSE_RELAY_TEST_REDIS_CLUSTER_BASE"), "needs SSE_RELAY_TEST_REDIS_CLUSTER_BASE")
+class RedisClusterEndToEnd(_Commit, unittest.TestCase):
+    """SSE_RELAY_REDIS_URL names a Redis Cluster as the relay's broker URL does:
+    notify() publishes with SPUBLISH on the shard of each channel's slot."""
+    base = os.environ.get("SSE_RELAY_TEST_REDIS_CLUSTER_BASE")
+
+    def setUp(self):
+        self.override = override_settings(SSE_RELAY_BACKEND="redis",
+                                          SSE_RELAY_REDIS_URL=os.environ["SSE_RELAY_TEST_REDIS_CLUSTER_URL"])
+        self.override.enable()
+        django_sse_relay._redis_client = None
+
+    def tearDown(self):
+        self.override.disable()
+        django_sse_relay._redis_client = None
+
+    def test_event_only_after_commit(self):
+        self.check_only_after_commit("orders_cluster")
+
+    def test_a_channel_on_every_shard(self):
+        client = django_sse_relay._redis()
+        primaries = {node.name for node in client.get_primaries()}
+        channels, shards = [], set()
+        for i in range(1000):
+            channel = "shard_%d" % i
+            node = client.get_node_from_key(channel).name
+            if node not in shards:
+                shards.add(node)
+                channels.append(channel)
+        self.assertEqual(shards, primaries)
+        streams = [Stream(self.base + "/events/" + channel) for channel in channels]
+        try:
+            for channel in channels:
+                notify(channel, "on " + channel, on_commit=False)
+            for channel, stream in zip(channels, streams):
+                self.assertEqual(stream.get(10), "on " + channel)
+        finally:
+            for stream in streams:
+                stream.close()
