@@ -591,3 +591,64 @@ func TestClusterMoved(t *testing.T) {
 	}
 	t.Logf("subscribed on the new primary %v after Listen", time.Since(start).Round(time.Millisecond))
 }
+
+// TestClusterLeastPrivilege: the ACL the README gives a relay on a Redis
+// Cluster, set on every node, is enough for live channels and history
+// (+command lets go-redis read the command table it routes by; without it
+// the relay works but go-redis logs each refusal).
+func TestClusterLeastPrivilege(t *testing.T) {
+	cl := servers.Cluster(t)
+	if err := cl.WaitHealthy(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	acl := []any{"ACL", "SETUSER", "relaycluster", "reset", "on", ">cl-pw", "&*", "~sse-relay:*",
+		"+ssubscribe", "+sunsubscribe", "+spublish", "+ping", "+multi", "+exec", "+client|setname", "+cluster|slots", "+command",
+		"+function|load", "+fcall", "+xadd", "+xtrim", "+time", "+xrange", "+xrevrange", "+xinfo|stream", "+xlen"}
+	for _, addr := range cl.Addrs() {
+		n := redis.NewClient(&redis.Options{Addr: addr})
+		err := n.Do(ctx, acl...).Err()
+		n.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, addr := range cl.Addrs() {
+			n := redis.NewClient(&redis.Options{Addr: addr})
+			n.Do(ctx, "ACL", "DELUSER", "relaycluster")
+			n.Close()
+		}
+	})
+	u := strings.Replace(cl.URL(), "redis-cluster://", "redis-cluster://relaycluster:cl-pw@", 1)
+	channels, _ := spreadChannels(t, cl, fresh("least"), 30)
+	t.Run("live", func(t *testing.T) {
+		b, rec := open(t, u)
+		for _, ch := range channels[:3] {
+			waitReady(t, b.Listen(ch))
+			if err := b.Publish(ctx, []string{ch}, []byte("live")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rec.waitFor(t, "three events", func() bool { return len(rec.got) >= 3 })
+	})
+	t.Run("history", func(t *testing.T) {
+		b, rec := openHistory(t, u, History{Count: 3, MaxAge: time.Hour})
+		for _, ch := range channels[3:6] {
+			waitReady(t, b.Listen(ch))
+			if err := b.Publish(ctx, []string{ch}, []byte("logged")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rec.waitFor(t, "three entries", func() bool { return len(rec.pos) >= 3 })
+		if got, _, err := b.Log().Read(ctx, map[string]Position{channels[3]: {}}, 10); err != nil || len(got) != 1 {
+			t.Fatalf("read as the minimal user: %d entries, %v", len(got), err)
+		}
+		if _, err := b.Log().Head(ctx, channels[3:6]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Log().Depth(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
