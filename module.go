@@ -49,9 +49,11 @@ const (
 // Handler streams broker channels to clients as Server-Sent Events and,
 // with a publish key, accepts events by POST.
 type Handler struct {
-	// Broker URL: postgres://, postgresql://, redis://, rediss:// or
-	// memory://. Default: the sse_relay app's broker, else memory://.
-	// Every handler on the same URL shares one connection.
+	// Broker URL: postgres://, postgresql://, redis://, rediss://,
+	// redis-cluster://host:port?addr=host2:port2… (a Redis Cluster through
+	// sharded pub/sub; rediss-cluster:// over TLS) or memory://. Default:
+	// the sse_relay app's broker, else memory://. Every handler on the
+	// same URL shares one connection (on a cluster, one per primary).
 	Broker string `json:"broker,omitempty"`
 
 	// BrokerName names the broker in logs, /sse_relay/stats and metric
