@@ -37,7 +37,7 @@ type historyRow struct {
 	with, without        []float64
 }
 
-func runHistorySuite(caddyBin, pgURL, redisURL, only string) error {
+func runHistorySuite(caddyBin, pgURL, redisURL string, rounds int) error {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, pgURL)
 	if err != nil {
@@ -105,10 +105,6 @@ func historyNode(caddyBin, brokerURL string, history bool) (*server, error) {
 
 // fresh is a channel of its own for a run: the log outlives runs.
 func fresh() string { return fmt.Sprintf("bench%d", time.Now().UnixNano()) }
-
-func onChannel(target, channel string) string {
-	return strings.TrimSuffix(target, "bench") + channel
-}
 
 func historyConfig(srv *server, b, brokerURL string, history bool) config {
 	ch := fresh()

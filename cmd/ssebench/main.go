@@ -33,16 +33,22 @@ import (
 // config is one load run.
 type config struct {
 	Target     string // stream URL, e.g. http://127.0.0.1:8080/events/bench
-	Publish    string // http, postgres, redis
+	Publish    string // http, postgres, redis, redis-cluster
 	PublishURL string // POST URL for http publishing
 	Key        string // publish key
 	PG, Redis  string // broker URLs when publishing through them
+	Cluster    string // redis-cluster:// URL for -publish redis-cluster
 	Channel    string
+	// Channels spreads the load: with more than one, subscriber i reads
+	// <Channel>.<i mod Channels> (the target's last path segment is the
+	// channel) and event n goes to <Channel>.<n mod Channels>.
+	Channels   int
 	Subs       int
 	Events     int
 	Rate       float64 // events/s; 0 is flat out
 	Sources    int     // loopback source addresses 127.0.0.2 …
 	PID        int     // relay process, for RSS
+	BrokerPIDs []int   // broker server processes, for the CPU they use
 	Timeout    time.Duration
 	Publishers int           // concurrent publishers when flat out
 	Hold       time.Duration // keep the streams open this long after the run (for profiling)
@@ -72,6 +78,13 @@ type result struct {
 	ConnectSeconds  float64 `json:"connect_s"`
 	PublishSeconds  float64 `json:"publish_s"`
 	DeliverySeconds float64 `json:"delivery_s"`
+	Channels        int     `json:"channels,omitempty"`
+	EventsPerS      float64 `json:"events_per_s,omitempty"` // events published and delivered per second, with -channels
+	// CPU used from the first publish to the last delivery, in cores (CPU
+	// seconds per second): the relay, the broker servers, this tool.
+	RelayCores  float64 `json:"relay_cores,omitempty"`
+	BrokerCores float64 `json:"broker_cores,omitempty"`
+	ClientCores float64 `json:"client_cores,omitempty"`
 }
 
 func main() {
@@ -79,13 +92,16 @@ func main() {
 	var floorAddr string
 	var suite bool
 	var caddyBin, only string
+	var rounds int
 	flag.StringVar(&c.Target, "target", "http://127.0.0.1:8080/events/bench", "stream URL")
-	flag.StringVar(&c.Publish, "publish", "http", "http, postgres or redis")
+	flag.StringVar(&c.Publish, "publish", "http", "http, postgres, redis or redis-cluster")
 	flag.StringVar(&c.PublishURL, "publish-url", "", "POST URL for -publish http (default: -target)")
 	flag.StringVar(&c.Key, "key", os.Getenv("SSE_RELAY_PUBLISH_KEY"), "publish key")
 	flag.StringVar(&c.PG, "pg", "", "Postgres URL for -publish postgres")
 	flag.StringVar(&c.Redis, "redis", "", "Redis URL for -publish redis")
+	flag.StringVar(&c.Cluster, "cluster", "", "redis-cluster:// URL for -publish redis-cluster (SPUBLISH)")
 	flag.StringVar(&c.Channel, "channel", "bench", "channel")
+	flag.IntVar(&c.Channels, "channels", 1, "spread subscribers and events over this many channels, <channel>.<i>")
 	flag.IntVar(&c.Subs, "subs", 1000, "subscribers")
 	flag.IntVar(&c.Events, "events", 100, "events to publish")
 	flag.Float64Var(&c.Rate, "rate", 0, "events per second; 0 publishes flat out")
@@ -98,6 +114,7 @@ func main() {
 	flag.BoolVar(&suite, "suite", false, "run the PERFORMANCE.md table (starts Caddy, Postgres, the floor)")
 	flag.StringVar(&caddyBin, "caddy", "bin/caddy", "Caddy binary for -suite")
 	flag.StringVar(&only, "only", "", "with -suite, run only the rows whose name contains this")
+	flag.IntVar(&rounds, "rounds", 3, "with -suite, runs of each row (relay and the other alternating); the table gives medians")
 	flag.Parse()
 	raiseFileLimit()
 
@@ -106,7 +123,7 @@ func main() {
 	case floorAddr != "":
 		err = serveFloor(floorAddr)
 	case suite:
-		err = runSuite(caddyBin, only)
+		err = runSuite(caddyBin, only, rounds)
 	default:
 		var r result
 		r, err = run(context.Background(), c)
@@ -177,16 +194,18 @@ func run(ctx context.Context, c config) (result, error) {
 	time.Sleep(500 * time.Millisecond) // let the relay settle before measuring memory
 	rssLoaded := rss(c.PID)
 
+	cpuStart := l.cpu()
 	pubStart := time.Now()
 	if err := l.publish(ctx); err != nil {
 		return result{}, err
 	}
 	pubTime := time.Since(pubStart)
-	expected := uint64(c.Subs) * uint64(c.Events)
+	expected := l.expected()
 	deadline := time.Now().Add(c.Timeout)
 	for l.delivered.Load() < expected && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
+	cpuEnd, wall := l.cpu(), time.Since(pubStart)
 	span := time.Duration(l.lastAt.Load() - pubStart.UnixNano())
 	r := result{
 		Subscribers: c.Subs, Connected: int(l.connected.Load()), Events: c.Events,
@@ -198,6 +217,15 @@ func run(ctx context.Context, c config) (result, error) {
 	if span > 0 {
 		r.DeliveriesPerS = float64(r.Delivered) / span.Seconds()
 	}
+	if c.Channels > 1 {
+		r.Channels = c.Channels
+		if span > 0 && r.Delivered == expected {
+			r.EventsPerS = float64(c.Events) / span.Seconds()
+		}
+	}
+	r.RelayCores = (cpuEnd.relay - cpuStart.relay) / wall.Seconds()
+	r.BrokerCores = (cpuEnd.broker - cpuStart.broker) / wall.Seconds()
+	r.ClientCores = (cpuEnd.client - cpuStart.client) / wall.Seconds()
 	if rssIdle > 0 && rssLoaded > 0 {
 		r.RSSIdleMiB = float64(rssIdle) / (1 << 20)
 		r.RSSLoadedMiB = float64(rssLoaded) / (1 << 20)
@@ -209,6 +237,67 @@ func run(ctx context.Context, c config) (result, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// channel is the channel of subscriber or event i.
+func (l *load) channel(i int) string {
+	if l.c.Channels <= 1 {
+		return l.c.Channel
+	}
+	return l.c.Channel + "." + strconv.Itoa(i%l.c.Channels)
+}
+
+// onChannel is url with its last path segment, the channel, set to ch.
+func onChannel(url, ch string) string {
+	return url[:strings.LastIndexByte(url, '/')+1] + ch
+}
+
+// expected is the deliveries the run should make: each subscriber gets
+// the events of its channel.
+func (l *load) expected() uint64 {
+	if l.c.Channels <= 1 {
+		return uint64(l.c.Subs) * uint64(l.c.Events)
+	}
+	var n uint64
+	for i := range l.c.Subs {
+		k := i % l.c.Channels
+		n += uint64(l.c.Events / l.c.Channels)
+		if k < l.c.Events%l.c.Channels {
+			n++
+		}
+	}
+	return n
+}
+
+// cpuUse is CPU seconds used so far.
+type cpuUse struct{ relay, broker, client float64 }
+
+func (l *load) cpu() cpuUse {
+	u := cpuUse{relay: cpuSeconds(l.c.PID), client: cpuSeconds(os.Getpid())}
+	for _, pid := range l.c.BrokerPIDs {
+		u.broker += cpuSeconds(pid)
+	}
+	return u
+}
+
+// cpuSeconds is the user and system time a process has used, or 0.
+func cpuSeconds(pid int) float64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses: utime and
+	// stime are the 12th and 13th, in clock ticks (100 a second on Linux).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100
+}
 
 // subscribe opens one stream from a rotating loopback source address and
 // reads it until ctx ends.
@@ -226,11 +315,15 @@ func (l *load) subscribe(ctx context.Context, i int, ready chan<- error) error {
 		return err
 	}
 	context.AfterFunc(ctx, func() { conn.Close() })
+	path := u.path
+	if l.c.Channels > 1 {
+		path = onChannel(path, l.channel(i))
+	}
 	resume := ""
 	if l.c.ResumeFrom != "" {
 		resume = "Last-Event-ID: " + l.c.ResumeFrom + "\r\n"
 	}
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n", u.path, u.host, resume)
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n", path, u.host, resume)
 	br := bufio.NewReaderSize(conn, 4096)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -311,7 +404,7 @@ func (l *load) publish(ctx context.Context) error {
 		defer tick.Stop()
 		for n := 0; n < l.c.Events; n++ {
 			<-tick.C
-			if err := send(payload(n)); err != nil {
+			if err := send(l.channel(n), payload(n)); err != nil {
 				return err
 			}
 		}
@@ -329,7 +422,7 @@ func (l *load) publish(ctx context.Context) error {
 				if n >= l.c.Events {
 					return
 				}
-				if err := send(payload(n)); err != nil {
+				if err := send(l.channel(n), payload(n)); err != nil {
 					errs <- err
 					return
 				}
@@ -341,12 +434,16 @@ func (l *load) publish(ctx context.Context) error {
 	return <-errs
 }
 
-func (l *load) publisher(ctx context.Context) (func(string) error, func(), error) {
+func (l *load) publisher(ctx context.Context) (func(ch, payload string) error, func(), error) {
 	switch l.c.Publish {
 	case "http":
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-		return func(p string) error {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, l.c.PublishURL, strings.NewReader(p))
+		return func(ch, p string) error {
+			url := l.c.PublishURL
+			if l.c.Channels > 1 {
+				url = onChannel(url, ch)
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(p))
 			req.Header.Set("Authorization", "Bearer "+l.c.Key)
 			resp, err := client.Do(req)
 			if err != nil {
@@ -374,8 +471,8 @@ func (l *load) publisher(ctx context.Context) (func(string) error, func(), error
 			publish = "SELECT sse_relay.publish($1, $2)"
 		}
 		if !l.c.AppTx {
-			return func(p string) error {
-				_, err := pool.Exec(ctx, publish, l.c.Channel, p)
+			return func(ch, p string) error {
+				_, err := pool.Exec(ctx, publish, ch, p)
 				return err
 			}, pool.Close, nil
 		}
@@ -385,12 +482,12 @@ func (l *load) publisher(ctx context.Context) (func(string) error, func(), error
 			pool.Close()
 			return nil, nil, err
 		}
-		return func(p string) error {
+		return func(ch, p string) error {
 			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 				if _, err := tx.Exec(ctx, "INSERT INTO bench_app (note) VALUES ($1)", p); err != nil {
 					return err
 				}
-				_, err := tx.Exec(ctx, publish, l.c.Channel, p)
+				_, err := tx.Exec(ctx, publish, ch, p)
 				return err
 			})
 		}, pool.Close, nil
@@ -399,16 +496,23 @@ func (l *load) publisher(ctx context.Context) (func(string) error, func(), error
 		if err != nil {
 			return nil, nil, err
 		}
+		opt.PoolSize = max(opt.PoolSize, l.c.Publishers)
 		rc := redis.NewClient(opt)
 		if l.c.History > 0 {
-			key := broker.RedisLogKey(l.c.Channel)
-			return func(p string) error {
-				return rc.FCall(ctx, "sse_relay_publish", []string{key}, p, l.c.History, 0).Err()
+			return func(ch, p string) error {
+				return rc.FCall(ctx, "sse_relay_publish", []string{broker.RedisLogKey(ch)}, p, l.c.History, 0).Err()
 			}, func() { rc.Close() }, nil
 		}
-		return func(p string) error { return rc.Publish(ctx, l.c.Channel, p).Err() }, func() { rc.Close() }, nil
+
+		return func(ch, p string) error { return rc.Publish(ctx, ch, p).Err() }, func() { rc.Close() }, nil
+	case "redis-cluster":
+		rc, err := clusterClient(l.c.Cluster)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(ch, p string) error { return rc.SPublish(ctx, ch, p).Err() }, func() { rc.Close() }, nil
 	}
-	return nil, nil, fmt.Errorf("-publish %q: want http, postgres or redis", l.c.Publish)
+	return nil, nil, fmt.Errorf("-publish %q: want http, postgres, redis or redis-cluster", l.c.Publish)
 }
 
 // rss is a process's resident set size in bytes, or 0.
@@ -427,6 +531,27 @@ func rss(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// clusterClient is a go-redis cluster client for a redis-cluster:// URL.
+func clusterClient(url string) (*redis.ClusterClient, error) {
+	scheme, rest, _ := strings.Cut(url, "://")
+	opt, err := redis.ParseClusterURL(strings.TrimSuffix(scheme, "-cluster") + "://" + rest)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewClusterClient(opt), nil
+}
+
+// relayPubSub counts the relay's pub/sub connections in a CLIENT LIST.
+func relayPubSub(list string) int {
+	n := 0
+	for _, l := range strings.Split(list, "\n") {
+		if strings.Contains(l, "name=caddy-sse-relay") && strings.Contains(l, " flags=P ") {
+			n++
+		}
+	}
+	return n
 }
 
 // brokerConns counts the relay's broker connections, where it can.
@@ -458,6 +583,25 @@ func brokerConns(c config) int {
 			if strings.Contains(l, "name=caddy-sse-relay") && !strings.Contains(l, " sub=0 ") {
 				n++
 			}
+		}
+		return n
+	case c.Cluster != "":
+		rc, err := clusterClient(c.Cluster)
+		if err != nil {
+			return -1
+		}
+		defer rc.Close()
+		var mu sync.Mutex
+		n := 0
+		err = rc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			list, err := node.ClientList(ctx).Result()
+			mu.Lock()
+			n += relayPubSub(list)
+			mu.Unlock()
+			return err
+		})
+		if err != nil {
+			return -1
 		}
 		return n
 	}

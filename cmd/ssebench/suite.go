@@ -18,13 +18,16 @@ import (
 // scenario is one row of the table: the same load against the relay and
 // against the floor.
 type scenario struct {
-	name    string
-	subs    int
-	events  int
-	rate    float64
-	publish string // relay side: http (memory broker) or postgres
-	vsFloor bool   // a postgres row compared with the floor rather than the memory broker
-	metric  string // what the row compares
+	name     string
+	subs     int
+	events   int
+	rate     float64
+	channels int    // spread over this many channels (default 1)
+	pubs     int    // concurrent publishers when flat out (default 4)
+	replicas int    // with publish redis-cluster: replicas per primary
+	publish  string // relay side: http (memory broker), postgres, or redis-cluster
+	vsFloor  bool   // a postgres row compared with the floor rather than the memory broker
+	metric   string // what the row compares
 }
 
 var scenarios = []scenario{
@@ -32,27 +35,34 @@ var scenarios = []scenario{
 	{name: "latency 1k at 20/s", subs: 1000, events: 200, rate: 20, metric: "p99"},
 	{name: "idle 19k on postgres", subs: 19000, events: 1, publish: "postgres", vsFloor: true, metric: "rss/sub"},
 	{name: "postgres 1k at 20/s", subs: 1000, events: 200, rate: 20, publish: "postgres", metric: "p50 vs memory"},
+	// The relay on a Redis Cluster of 3 primaries, with and without a
+	// replica each, publishing with SPUBLISH, against the relay on one
+	// Redis with PUBLISH: the same subscribers, channels and events.
+	{name: "redis cluster 3+3 1k on 100 channels flat out", subs: 1000, events: 100000, channels: 100, pubs: 32,
+		publish: "redis-cluster", replicas: 1, metric: "events/s vs one redis"},
+	{name: "redis cluster 3+0 1k on 100 channels flat out", subs: 1000, events: 100000, channels: 100, pubs: 32,
+		publish: "redis-cluster", replicas: 0, metric: "events/s vs one redis"},
 }
 
-const rounds = 3
-
-func runSuite(caddyBin, only string) error {
+func runSuite(caddyBin, only string, rounds int) error {
 	caddyBin, err := filepath.Abs(caddyBin)
 	if err != nil {
 		return err
 	}
-	pg, err := testsrv.StartPostgres()
-	if err != nil {
-		return err
-	}
-	defer pg.Stop()
-	if only == "" || strings.Contains("history", only) || strings.HasPrefix(only, "history") {
+	var b brokers
+	defer b.stop()
+	if only == "" || strings.HasPrefix(only, "history") {
+		pg, err := testsrv.StartPostgres()
+		if err != nil {
+			return err
+		}
+		defer pg.Stop()
 		rd, err := testsrv.StartRedisFsync("everysec")
 		if err != nil {
 			return err
 		}
 		defer rd.Stop()
-		if err := runHistorySuite(caddyBin, pg.URL(), rd.URL(), only); err != nil {
+		if err := runHistorySuite(caddyBin, pg.URL(), rd.URL(), rounds); err != nil {
 			return err
 		}
 		if only != "" {
@@ -64,12 +74,12 @@ func runSuite(caddyBin, only string) error {
 		if only != "" && !strings.Contains(sc.name, only) {
 			continue
 		}
+		if err := b.start(sc); err != nil {
+			return err
+		}
 		for round := 0; round < rounds; round++ {
-			for _, mode := range []string{"relay", "floor"} {
-				if sc.publish == "postgres" && !sc.vsFloor && mode == "floor" {
-					mode = "relay-memory" // the comparison for this row
-				}
-				r, err := runOne(caddyBin, pg.URL(), sc, mode)
+			for _, mode := range []string{"relay", sc.other()} {
+				r, err := runOne(caddyBin, &b, sc, mode)
 				if err != nil {
 					return fmt.Errorf("%s (%s): %w", sc.name, mode, err)
 				}
@@ -84,6 +94,61 @@ func runSuite(caddyBin, only string) error {
 	return nil
 }
 
+// other is the mode a row compares the relay with.
+func (sc scenario) other() string {
+	switch {
+	case sc.publish == "redis-cluster":
+		return "relay-redis" // the relay on one Redis
+	case sc.publish == "postgres" && !sc.vsFloor:
+		return "relay-memory"
+	}
+	return "floor"
+}
+
+// brokers are the servers the rows need, started on first use.
+type brokers struct {
+	pg       *testsrv.Postgres
+	redis    *testsrv.Redis
+	clusters map[int]*testsrv.RedisCluster // by replicas per primary
+}
+
+// start starts what sc needs; a row's cluster runs alone, the others'
+// stopped, so that their replicas take no CPU from it.
+func (b *brokers) start(sc scenario) error {
+	var err error
+	switch {
+	case sc.publish == "postgres" && b.pg == nil:
+		b.pg, err = testsrv.StartPostgres()
+	case sc.publish == "redis-cluster":
+		if b.redis == nil {
+			if b.redis, err = testsrv.StartRedis(); err != nil {
+				return err
+			}
+		}
+		for n, c := range b.clusters {
+			c.Stop()
+			delete(b.clusters, n)
+		}
+		var c *testsrv.RedisCluster
+		if c, err = testsrv.StartRedisCluster(3, sc.replicas); err == nil {
+			b.clusters = map[int]*testsrv.RedisCluster{sc.replicas: c}
+		}
+	}
+	return err
+}
+
+func (b *brokers) stop() {
+	if b.pg != nil {
+		b.pg.Stop()
+	}
+	if b.redis != nil {
+		b.redis.Stop()
+	}
+	for _, c := range b.clusters {
+		c.Stop()
+	}
+}
+
 // server is a Caddy or floor process under load.
 type server struct {
 	cmd    *exec.Cmd
@@ -96,16 +161,21 @@ func (s *server) stop() {
 	_ = s.cmd.Wait()
 }
 
-func runOne(caddyBin, pgURL string, sc scenario, mode string) (result, error) {
+func runOne(caddyBin string, b *brokers, sc scenario, mode string) (result, error) {
+	broker := "memory://"
+	switch {
+	case mode == "relay" && sc.publish == "postgres":
+		broker = b.pg.URL()
+	case mode == "relay" && sc.publish == "redis-cluster":
+		broker = b.clusters[sc.replicas].URL()
+	case mode == "relay-redis":
+		broker = b.redis.URL()
+	}
 	var srv *server
 	var err error
 	if mode == "floor" {
 		srv, err = startFloor()
 	} else {
-		broker := "memory://"
-		if mode == "relay" && sc.publish == "postgres" {
-			broker = pgURL
-		}
 		srv, err = startCaddy(caddyBin, broker, "")
 	}
 	if err != nil {
@@ -115,10 +185,21 @@ func runOne(caddyBin, pgURL string, sc scenario, mode string) (result, error) {
 	c := config{
 		Target: srv.target, PublishURL: srv.pubURL, Publish: "http", Key: benchKey, Channel: "bench",
 		Subs: sc.subs, Events: sc.events, Rate: sc.rate, Sources: 16, PID: srv.cmd.Process.Pid,
-		Timeout: 60 * time.Second, Publishers: 4,
+		Timeout: 60 * time.Second, Publishers: 4, Channels: sc.channels,
 	}
-	if mode == "relay" && sc.publish == "postgres" {
-		c.Publish, c.PG = "postgres", pgURL
+	if sc.pubs > 0 {
+		c.Publishers = sc.pubs
+	}
+	switch {
+	case mode == "relay" && sc.publish == "postgres":
+		c.Publish, c.PG = "postgres", b.pg.URL()
+	case mode == "relay" && sc.publish == "redis-cluster":
+		c.Publish, c.Cluster = "redis-cluster", b.clusters[sc.replicas].URL()
+		for _, n := range b.clusters[sc.replicas].Nodes {
+			c.BrokerPIDs = append(c.BrokerPIDs, n.PID())
+		}
+	case mode == "relay-redis":
+		c.Publish, c.Redis, c.BrokerPIDs = "redis", b.redis.URL(), []int{b.redis.PID()}
 	}
 	return run(context.Background(), c)
 }
@@ -219,10 +300,7 @@ func printTable(all map[string][]result) {
 		if len(relay) == 0 {
 			continue
 		}
-		other := all[sc.name+" / floor"]
-		if sc.publish == "postgres" && !sc.vsFloor {
-			other = all[sc.name+" / relay-memory"]
-		}
+		other := all[sc.name+" / "+sc.other()]
 		var f func(result) float64
 		var unit string
 		switch sc.metric {
@@ -232,6 +310,8 @@ func printTable(all map[string][]result) {
 			f, unit = func(r result) float64 { return r.P99ms }, "ms p99"
 		case "rss/sub":
 			f, unit = func(r result) float64 { return r.RSSPerSubKiB }, "KiB RSS per subscriber"
+		case "events/s vs one redis":
+			f, unit = func(r result) float64 { return r.EventsPerS }, "events/s (other column: one Redis)"
 		default:
 			f, unit = func(r result) float64 { return r.P50ms }, "ms p50 (other column: memory broker)"
 		}
@@ -242,6 +322,17 @@ func printTable(all map[string][]result) {
 		}
 		fmt.Fprintf(&b, "| %s | %.3g | %.3g | %.2f× (%s, median of %d; relay broker connections %d) |\n",
 			sc.name, rv, ov, ratio, unit, len(relay), relay[0].BrokerConns)
+		if sc.publish == "redis-cluster" {
+			// Where the two cores went: relay, broker servers, load tool.
+			cores := func(rs []result) string {
+				return fmt.Sprintf("relay %.2f, brokers %.2f, load tool %.2f cores; relay %.0f µs CPU per event",
+					median(rs, func(r result) float64 { return r.RelayCores }),
+					median(rs, func(r result) float64 { return r.BrokerCores }),
+					median(rs, func(r result) float64 { return r.ClientCores }),
+					median(rs, func(r result) float64 { return r.RelayCores / r.EventsPerS * 1e6 }))
+			}
+			fmt.Fprintf(&b, "|  | %s | %s | |\n", cores(relay), cores(other))
+		}
 	}
 	fmt.Print(b.String())
 }

@@ -220,6 +220,16 @@ func ping(port int) error {
 	return nil
 }
 
+// PID is the server's process id, or 0 while it is not running.
+func (r *Redis) PID() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
 // Kill ends the server with SIGKILL, like a crash.
 func (r *Redis) Kill() error {
 	r.mu.Lock()
