@@ -343,7 +343,7 @@ func (s *shard) unsubscribed(name string) {
 	}
 	s.mu.Unlock()
 	if placed && confirmed {
-		s.logger.Info("redis cluster moved a channel's slot away", zap.String("name", name))
+		s.logger.Debug("redis cluster moved a channel's slot away", zap.String("name", name))
 		s.c.bounce(s, name)
 	}
 }
