@@ -604,7 +604,7 @@ func TestClusterLeastPrivilege(t *testing.T) {
 	ctx := context.Background()
 	acl := []any{"ACL", "SETUSER", "relaycluster", "reset", "on", ">cl-pw", "&*", "~sse-relay:*",
 		"+ssubscribe", "+sunsubscribe", "+spublish", "+ping", "+multi", "+exec", "+client|setname", "+cluster|slots", "+command",
-		"+function|load", "+fcall", "+xadd", "+xtrim", "+time", "+xrange", "+xrevrange", "+xinfo|stream", "+xlen"}
+		"+function|load", "+fcall", "+xadd", "+xtrim", "+time", "+xrange", "+xrevrange", "+xinfo|stream", "+xlen", "+get", "+set"}
 	for _, addr := range cl.Addrs() {
 		n := redis.NewClient(&redis.Options{Addr: addr})
 		err := n.Do(ctx, acl...).Err()
