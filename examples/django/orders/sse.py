@@ -26,4 +26,7 @@ def signed_out(sender, request, user, **kwargs):
     session still may read (a HEAD of the stream), and one whose session
     ended stops (see page.html)."""
     if user is not None:
+        # Django sends this signal before it ends the session: end it first,
+        # or a page could ask while the session still opens streams.
+        request.session.flush()
         notify(inbox(user), "signed out", event="signed-out")
