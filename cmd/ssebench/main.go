@@ -510,7 +510,26 @@ func (l *load) publisher(ctx context.Context) (func(ch, payload string) error, f
 		if err != nil {
 			return nil, nil, err
 		}
-		return func(ch, p string) error { return rc.SPublish(ctx, ch, p).Err() }, func() { rc.Close() }, nil
+		// Each channel's primary, looked up once: SPUBLISH then costs the
+		// tool what PUBLISH to one Redis does, rather than the cluster
+		// client's routing of every command.
+		var mu sync.Mutex
+		primaries := map[string]*redis.Client{}
+		return func(ch, p string) error {
+			mu.Lock()
+			node := primaries[ch]
+			mu.Unlock()
+			if node == nil {
+				var err error
+				if node, err = rc.MasterForKey(ctx, ch); err != nil {
+					return err
+				}
+				mu.Lock()
+				primaries[ch] = node
+				mu.Unlock()
+			}
+			return node.SPublish(ctx, ch, p).Err()
+		}, func() { rc.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("-publish %q: want http, postgres, redis or redis-cluster", l.c.Publish)
 }

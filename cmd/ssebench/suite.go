@@ -42,6 +42,9 @@ var scenarios = []scenario{
 		publish: "redis-cluster", replicas: 1, metric: "events/s vs one redis"},
 	{name: "redis cluster 3+0 1k on 100 channels flat out", subs: 1000, events: 100000, channels: 100, pubs: 32,
 		publish: "redis-cluster", replicas: 0, metric: "events/s vs one redis"},
+	// One node's load at a steady rate: what each event costs the relay.
+	{name: "redis cluster 3+3 1k on 100 channels at 1000/s", subs: 1000, events: 10000, rate: 1000, channels: 100,
+		publish: "redis-cluster", replicas: 1, metric: "relay cpu per event vs one redis"},
 }
 
 func runSuite(caddyBin, only string, rounds int) error {
@@ -312,6 +315,8 @@ func printTable(all map[string][]result) {
 			f, unit = func(r result) float64 { return r.RSSPerSubKiB }, "KiB RSS per subscriber"
 		case "events/s vs one redis":
 			f, unit = func(r result) float64 { return r.EventsPerS }, "events/s (other column: one Redis)"
+		case "relay cpu per event vs one redis":
+			f, unit = func(r result) float64 { return r.RelayCores / r.EventsPerS * 1e6 }, "µs of relay CPU per event, lower is better (other column: one Redis)"
 		default:
 			f, unit = func(r result) float64 { return r.P50ms }, "ms p50 (other column: memory broker)"
 		}
@@ -325,11 +330,13 @@ func printTable(all map[string][]result) {
 		if sc.publish == "redis-cluster" {
 			// Where the two cores went: relay, broker servers, load tool.
 			cores := func(rs []result) string {
-				return fmt.Sprintf("relay %.2f, brokers %.2f, load tool %.2f cores; relay %.0f µs CPU per event",
+				return fmt.Sprintf("relay %.2f, brokers %.2f, load tool %.2f cores; relay %.0f µs CPU per event; p50 %.1f, p99 %.1f ms",
 					median(rs, func(r result) float64 { return r.RelayCores }),
 					median(rs, func(r result) float64 { return r.BrokerCores }),
 					median(rs, func(r result) float64 { return r.ClientCores }),
-					median(rs, func(r result) float64 { return r.RelayCores / r.EventsPerS * 1e6 }))
+					median(rs, func(r result) float64 { return r.RelayCores / r.EventsPerS * 1e6 }),
+					median(rs, func(r result) float64 { return r.P50ms }),
+					median(rs, func(r result) float64 { return r.P99ms }))
 			}
 			fmt.Fprintf(&b, "|  | %s | %s | |\n", cores(relay), cores(other))
 		}
