@@ -180,7 +180,10 @@ def _redis_log(channel, body, count, max_age_ms):
     """
     import redis
     client = _redis()
-    args = ("sse_relay_publish", 1, _log_key(channel), body, count, max_age_ms)
+    # On a Redis Cluster the relay reads sharded pub/sub: announce with
+    # SPUBLISH, on the shard that holds the stream.
+    function = "sse_relay_spublish" if hasattr(client, "get_node_from_key") else "sse_relay_publish"
+    args = (function, 1, _log_key(channel), body, count, max_age_ms)
     try:
         return client.fcall(*args)
     except redis.ResponseError as e:
