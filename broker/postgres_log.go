@@ -30,7 +30,7 @@ const (
 	pgTrimEvery  = 30 * time.Second
 	pgPollFirst  = 20 * time.Millisecond
 	pgPollMost   = 500 * time.Millisecond
-	pgReadersMax = 4
+	pgReadersMax = 8
 )
 
 // pgLog is the Postgres broker's log: the reader's place in it, and a small
@@ -291,7 +291,9 @@ func (l *pgLog) Read(ctx context.Context, after map[string]Position, limit int) 
 			hubOf[name] = append(hubOf[name], ch)
 		}
 	}
-	rows, err := pool.Query(ctx, `
+	// The entries and the retention check go in one round trip.
+	batch := &pgx.Batch{}
+	batch.Queue(`
 		SELECT e.channel, e.tx::text, e.id, e.payload
 		FROM sse_relay.events e
 		JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS c(channel, tx, id)
@@ -299,41 +301,54 @@ func (l *pgLog) Read(ctx context.Context, after map[string]Position, limit int) 
 		WHERE e.tx < pg_snapshot_xmin(pg_current_snapshot())
 		ORDER BY e.tx, e.id
 		LIMIT $4`, names, txs, ids, limit)
+	batch.Queue(`
+		SELECT t.channel FROM sse_relay.trimmed t
+		JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS c(channel, tx, id)
+			ON t.channel = c.channel AND (t.tx, t.id) > (c.tx::xid8, c.id)`, names, txs, ids)
+	results := pool.SendBatch(ctx, batch)
+	defer results.Close()
+	out, err := readEntries(results, hubOf)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the log: %w", err)
 	}
+	trimmed, err := readTrimmed(results, hubOf)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the log's retention: %w", err)
+	}
+	return out, trimmed, nil
+}
+
+// readEntries reads the batch's entries, each for the hub channels that
+// hear its name.
+func readEntries(results pgx.BatchResults, hubOf map[string][]string) ([]Entry, error) {
+	rows, err := results.Query()
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
 	var out []Entry
 	for rows.Next() {
 		var channel, tx, payload string
 		var id int64
 		if err := rows.Scan(&channel, &tx, &id, &payload); err != nil {
-			rows.Close()
-			return nil, nil, err
+			return nil, err
 		}
 		pos, err := pgPosition(tx, id)
 		if err != nil {
-			rows.Close()
-			return nil, nil, err
+			return nil, err
 		}
 		for _, ch := range hubOf[channel] {
 			out = append(out, Entry{Channel: ch, Pos: pos, Payload: []byte(payload)})
 		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, nil, err
-	}
-	trimmed, err := l.trimmedSince(ctx, pool, names, txs, ids, hubOf)
-	return out, trimmed, err
+	return out, rows.Err()
 }
 
-func (l *pgLog) trimmedSince(ctx context.Context, pool *pgxpool.Pool, names, txs []string, ids []int64, hubOf map[string][]string) ([]string, error) {
-	rows, err := pool.Query(ctx, `
-		SELECT t.channel FROM sse_relay.trimmed t
-		JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS c(channel, tx, id)
-			ON t.channel = c.channel AND (t.tx, t.id) > (c.tx::xid8, c.id)`, names, txs, ids)
+// readTrimmed reads the batch's channels trimmed past their position.
+func readTrimmed(results pgx.BatchResults, hubOf map[string][]string) ([]string, error) {
+	rows, err := results.Query()
 	if err != nil {
-		return nil, fmt.Errorf("reading the log's retention: %w", err)
+		return nil, err
 	}
 	defer rows.Close()
 	seen := map[string]bool{}
