@@ -200,7 +200,7 @@ func (p *postgres) serve(conn *pgx.Conn, sink Sink) error {
 				return err
 			}
 			p.log.trim(p.ctx, conn)
-			poll = p.log.wait()
+			poll = p.log.poll
 		}
 		n, err := p.wait(conn, poll)
 		if err != nil {

@@ -45,9 +45,9 @@ type pgLog struct {
 	pos      Position            // the last position delivered
 	since    map[string]Position // per channel name, where it started to be listened
 	due      bool                // an announcement or a poll asks for a read
-	poll     time.Duration
-	trimAt   time.Time // next retention run
-	trimWarn bool      // a failing trim was logged
+	poll     time.Duration       // how soon to read again while rows wait (0: only when told)
+	trimAt   time.Time           // next retention run
+	trimWarn bool                // a failing trim was logged
 
 	poolOnce sync.Once
 	pool     *pgxpool.Pool
@@ -157,15 +157,6 @@ func (l *pgLog) announced(channel string, listened map[string]int) {
 	if listened[channel] > 0 {
 		l.due = true
 	}
-}
-
-// wait is how long the broker's goroutine may wait for a notification
-// before it must read the log again (0: as long as it likes).
-func (l *pgLog) wait() time.Duration {
-	if l.poll > 0 {
-		return l.poll
-	}
-	return 0
 }
 
 // read delivers every entry of the listened channels that is safe to
