@@ -77,18 +77,24 @@ func (f *floor) handle(c net.Conn) {
 	f.mu.Unlock()
 }
 
+// payloadData is the "data" of a publish body as the load tool sends it,
+// {"data":"<n> <nanos>"}, or the body when it has none.
+func payloadData(body []byte) []byte {
+	i := bytes.Index(body, []byte(`"data":"`))
+	if i < 0 {
+		return body
+	}
+	rest := body[i+8:]
+	return rest[:bytes.IndexByte(rest, '"')]
+}
+
 func chunk(p []byte) string {
 	return strconv.FormatInt(int64(len(p)), 16) + "\r\n" + string(p) + "\r\n"
 }
 
 // publish frames a payload's data once and writes it to every socket.
 func (f *floor) publish(body []byte) {
-	data := body
-	if i := bytes.Index(body, []byte(`"data":"`)); i >= 0 {
-		rest := body[i+8:]
-		data = rest[:bytes.IndexByte(rest, '"')]
-	}
-	frame := []byte(chunk([]byte("data: " + string(data) + "\n\n")))
+	frame := []byte(chunk([]byte("data: " + string(payloadData(body)) + "\n\n")))
 	f.mu.Lock()
 	conns := f.conns
 	f.mu.Unlock()

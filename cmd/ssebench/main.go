@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -55,6 +56,13 @@ type config struct {
 	History    int           // publish through the relay's event log (count for Redis's trim)
 	AppTx      bool          // Postgres: publish in a transaction that also writes an application row
 	ResumeFrom string        // resume every stream from this Last-Event-ID (history benchmarks)
+	// Proto is how streams are read: h1 (HTTP/1.1 in clear text, the
+	// default), h2 (HTTP/2 over TLS) or h3 (HTTP/3 over QUIC); the target
+	// is https:// for h2 and h3.
+	Proto string
+	// Stop, when set, stops the server with the streams still open, at the
+	// end of the run, and reports how long that took.
+	Stop func() (time.Duration, error)
 }
 
 // result is the JSON line a run prints.
@@ -85,11 +93,13 @@ type result struct {
 	RelayCores  float64 `json:"relay_cores,omitempty"`
 	BrokerCores float64 `json:"broker_cores,omitempty"`
 	ClientCores float64 `json:"client_cores,omitempty"`
+	Proto       string  `json:"proto,omitempty"`
+	StopSeconds float64 `json:"stop_s,omitempty"` // caddy stop with the streams open
 }
 
 func main() {
 	var c config
-	var floorAddr string
+	var floorAddr, referenceAddr string
 	var suite bool
 	var caddyBin, only string
 	var rounds int
@@ -102,6 +112,7 @@ func main() {
 	flag.StringVar(&c.Cluster, "cluster", "", "redis-cluster:// URL for -publish redis-cluster (SPUBLISH)")
 	flag.StringVar(&c.Channel, "channel", "bench", "channel")
 	flag.IntVar(&c.Channels, "channels", 1, "spread subscribers and events over this many channels, <channel>.<i>")
+	flag.StringVar(&c.Proto, "proto", "h1", "h1 (clear text), h2 or h3 (an https:// target)")
 	flag.IntVar(&c.Subs, "subs", 1000, "subscribers")
 	flag.IntVar(&c.Events, "events", 100, "events to publish")
 	flag.Float64Var(&c.Rate, "rate", 0, "events per second; 0 publishes flat out")
@@ -111,6 +122,7 @@ func main() {
 	flag.IntVar(&c.Publishers, "publishers", 4, "concurrent publishers when flat out")
 	flag.DurationVar(&c.Hold, "hold", 0, "keep the streams open this long after the run, e.g. to take a profile")
 	flag.StringVar(&floorAddr, "serve-floor", "", "run the floor server on this address instead")
+	flag.StringVar(&referenceAddr, "serve-reference", "", "run the plain net/http HTTP/2 and HTTP/3 server on this address instead")
 	flag.BoolVar(&suite, "suite", false, "run the PERFORMANCE.md table (starts Caddy, Postgres, the floor)")
 	flag.StringVar(&caddyBin, "caddy", "bin/caddy", "Caddy binary for -suite")
 	flag.StringVar(&only, "only", "", "with -suite, run only the rows whose name contains this")
@@ -122,6 +134,8 @@ func main() {
 	switch {
 	case floorAddr != "":
 		err = serveFloor(floorAddr)
+	case referenceAddr != "":
+		err = serveReference(referenceAddr)
 	case suite:
 		err = runSuite(caddyBin, only, rounds)
 	default:
@@ -157,6 +171,7 @@ type load struct {
 	duplicates atomic.Uint64
 	lastAt     atomic.Int64
 	connected  atomic.Int64
+	lanes      *lanes // the clients of an h2 or h3 run
 }
 
 func run(ctx context.Context, c config) (result, error) {
@@ -164,6 +179,13 @@ func run(ctx context.Context, c config) (result, error) {
 		c.PublishURL = c.Target
 	}
 	l := &load{c: c}
+	if c.Proto != "" && c.Proto != "h1" {
+		var err error
+		if l.lanes, err = newLanes(c.Proto, c.Subs, c.Sources); err != nil {
+			return result{}, err
+		}
+		defer l.lanes.close()
+	}
 	rssIdle := rss(c.PID)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -232,7 +254,15 @@ func run(ctx context.Context, c config) (result, error) {
 		r.RSSPerSubKiB = float64(rssLoaded-rssIdle) / float64(c.Subs) / 1024
 	}
 	r.BrokerConns = brokerConns(c)
+	r.Proto = c.Proto
 	time.Sleep(c.Hold)
+	if c.Stop != nil {
+		took, err := c.Stop()
+		if err != nil {
+			return r, err
+		}
+		r.StopSeconds = took.Seconds()
+	}
 	return r, nil
 }
 
@@ -299,16 +329,20 @@ func cpuSeconds(pid int) float64 {
 	return (ut + st) / 100
 }
 
-// subscribe opens one stream from a rotating loopback source address and
-// reads it until ctx ends.
+// subscribe opens stream i and reads it until ctx ends: over HTTP/1.1 by
+// hand from a rotating loopback source address, over HTTP/2 or HTTP/3
+// through the run's lanes.
 func (l *load) subscribe(ctx context.Context, i int, ready chan<- error) error {
+	if l.lanes != nil {
+		return l.subscribeHTTP(ctx, i, ready)
+	}
 	u, err := urlParts(l.c.Target)
 	if err != nil {
 		return err
 	}
 	d := net.Dialer{Timeout: 10 * time.Second}
 	if l.c.Sources > 0 {
-		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%l.c.Sources))}
+		d.LocalAddr = &net.TCPAddr{IP: source(i % l.c.Sources)}
 	}
 	conn, err := d.DialContext(ctx, "tcp", u.host)
 	if err != nil {
@@ -330,21 +364,54 @@ func (l *load) subscribe(ctx context.Context, i int, ready chan<- error) error {
 		conn.Close()
 		return err
 	}
+	return l.read(resp, conn, ready)
+}
+
+// subscribeHTTP opens stream i through its lane's client.
+func (l *load) subscribeHTTP(ctx context.Context, i int, ready chan<- error) error {
+	url := l.c.Target
+	if l.c.Channels > 1 {
+		url = onChannel(url, l.channel(i))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if l.c.ResumeFrom != "" {
+		req.Header.Set("Last-Event-ID", l.c.ResumeFrom)
+	}
+	resp, err := l.lanes.client(i).Do(req)
+	if err != nil {
+		return err
+	}
+	if want := map[string]int{"h2": 2, "h3": 3}[l.c.Proto]; resp.ProtoMajor != want {
+		resp.Body.Close()
+		return fmt.Errorf("GET %s: answered over %s, not %s", url, resp.Proto, l.c.Proto)
+	}
+	return l.read(resp, resp.Body, ready)
+}
+
+// read checks resp, reads the stream's first line, reports it ready and
+// counts its events from a goroutine of its own until the stream ends;
+// closer closes the stream.
+func (l *load) read(resp *http.Response, closer io.Closer, ready chan<- error) error {
 	if resp.StatusCode != 200 {
-		conn.Close()
+		closer.Close()
 		return fmt.Errorf("GET %s: %s", l.c.Target, resp.Status)
 	}
-	// Chunked decoding is net/http's; the first line is the relay's ": ok".
-	events := sseclient.NewReader(bufio.NewReaderSize(resp.Body, 4096))
+	// Chunked and HTTP/2 and /3 framing are undone by the clients; the
+	// first line is the relay's ": ok".
+	events := sseclient.NewReader(bufio.NewReaderSize(resp.Body, 2048))
 	if _, err := events.Line(); err != nil {
-		conn.Close()
+		closer.Close()
 		return err
 	}
 	l.connected.Add(1)
 	ready <- nil
 	s := subscriber{seen: make([]uint64, (l.c.Events+63)/64)}
 	go func() {
-		defer conn.Close()
+		defer closer.Close()
 		for {
 			data, err := events.NextData()
 			if err != nil {
@@ -437,7 +504,8 @@ func (l *load) publish(ctx context.Context) error {
 func (l *load) publisher(ctx context.Context) (func(ch, payload string) error, func(), error) {
 	switch l.c.Publish {
 	case "http":
-		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64,
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // tls internal
 		return func(ch, p string) error {
 			url := l.c.PublishURL
 			if l.c.Channels > 1 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -16,7 +17,7 @@ import (
 )
 
 // scenario is one row of the table: the same load against the relay and
-// against the floor.
+// against the floor, or the row's other mode.
 type scenario struct {
 	name     string
 	subs     int
@@ -27,24 +28,39 @@ type scenario struct {
 	replicas int    // with publish redis-cluster: replicas per primary
 	publish  string // relay side: http (memory broker), postgres, or redis-cluster
 	vsFloor  bool   // a postgres row compared with the floor rather than the memory broker
-	metric   string // what the row compares
+	// proto is how the streams are read: h1 (clear text, the default),
+	// h2 or h3 over TLS. An h2 row is compared with the plain net/http
+	// server over HTTP/2, an h3 row with the relay over HTTP/2.
+	proto string
+	// timeStop times caddy stop with the streams open (relay modes).
+	timeStop bool
+	metrics  []string // what the row compares; the first is its ratio
 }
 
 var scenarios = []scenario{
-	{name: "fan-out 10k flat out", subs: 10000, events: 200, metric: "deliveries/s"},
-	{name: "latency 1k at 20/s", subs: 1000, events: 200, rate: 20, metric: "p99"},
-	{name: "idle 19k on postgres", subs: 19000, events: 1, publish: "postgres", vsFloor: true, metric: "rss/sub"},
-	{name: "postgres 1k at 20/s", subs: 1000, events: 200, rate: 20, publish: "postgres", metric: "p50 vs memory"},
+	{name: "fan-out 10k flat out", subs: 10000, events: 200, metrics: []string{"deliveries/s"}},
+	{name: "latency 1k at 20/s", subs: 1000, events: 200, rate: 20, metrics: []string{"p99"}},
+	{name: "idle 19k on postgres", subs: 19000, events: 1, publish: "postgres", vsFloor: true, metrics: []string{"rss/sub"}},
+	{name: "postgres 1k at 20/s", subs: 1000, events: 200, rate: 20, publish: "postgres", metrics: []string{"p50 vs memory"}},
 	// The relay on a Redis Cluster of 3 primaries, with and without a
 	// replica each, publishing with SPUBLISH, against the relay on one
 	// Redis with PUBLISH: the same subscribers, channels and events.
 	{name: "redis cluster 3+3 1k on 100 channels flat out", subs: 1000, events: 100000, channels: 100, pubs: 32,
-		publish: "redis-cluster", replicas: 1, metric: "events/s vs one redis"},
+		publish: "redis-cluster", replicas: 1, metrics: []string{"events/s vs one redis"}},
 	{name: "redis cluster 3+0 1k on 100 channels flat out", subs: 1000, events: 100000, channels: 100, pubs: 32,
-		publish: "redis-cluster", replicas: 0, metric: "events/s vs one redis"},
+		publish: "redis-cluster", replicas: 0, metrics: []string{"events/s vs one redis"}},
 	// One node's load at a steady rate: what each event costs the relay.
 	{name: "redis cluster 3+3 1k on 100 channels at 1000/s", subs: 1000, events: 10000, rate: 1000, channels: 100,
-		publish: "redis-cluster", replicas: 1, metric: "relay cpu per event vs one redis"},
+		publish: "redis-cluster", replicas: 1, metrics: []string{"relay cpu per event vs one redis"}},
+	// What browsers use when Caddy serves TLS: HTTP/2, and HTTP/3 once
+	// they have seen Alt-Svc.
+	{name: "h2 idle 50k, 20 events at once", subs: 50000, events: 20, proto: "h2", timeStop: true,
+		metrics: []string{"rss/sub", "deliveries/s", "stop"}},
+	{name: "h2 latency 1k at 20/s", subs: 1000, events: 200, rate: 20, proto: "h2", metrics: []string{"p99"}},
+	{name: "h3 10k, 20 events at once", subs: 10000, events: 20, proto: "h3",
+		metrics: []string{"rss/sub", "deliveries/s", "p99"}},
+	{name: "h2 100k, 20 events at once", subs: 100000, events: 20, proto: "h2",
+		metrics: []string{"rss", "delivery time"}},
 }
 
 func runSuite(caddyBin, only string, rounds int) error {
@@ -104,6 +120,10 @@ func (sc scenario) other() string {
 		return "relay-redis" // the relay on one Redis
 	case sc.publish == "postgres" && !sc.vsFloor:
 		return "relay-memory"
+	case sc.proto == "h2":
+		return "reference" // plain net/http
+	case sc.proto == "h3":
+		return "relay-h2"
 	}
 	return "floor"
 }
@@ -152,16 +172,44 @@ func (b *brokers) stop() {
 	}
 }
 
-// server is a Caddy or floor process under load.
+// server is a Caddy, floor or reference process under load.
 type server struct {
 	cmd    *exec.Cmd
 	target string
 	pubURL string
+	admin  string // Caddy's admin address
 }
 
 func (s *server) stop() {
 	_ = s.cmd.Process.Kill()
 	_ = s.cmd.Wait()
+}
+
+// caddyStop is what caddy stop does, with the streams open: POST /stop to
+// the admin API. It returns once the process has exited.
+func (s *server) caddyStop() (time.Duration, error) {
+	start := time.Now()
+	resp, err := http.Post("http://"+s.admin+"/stop", "", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("POST /stop: %s", resp.Status)
+	}
+	_ = s.cmd.Wait()
+	return time.Since(start), nil
+}
+
+// proto is the protocol of mode's streams.
+func (sc scenario) protoOf(mode string) string {
+	if mode == "relay-h2" {
+		return "h2"
+	}
+	if sc.proto == "" {
+		return "h1"
+	}
+	return sc.proto
 }
 
 func runOne(caddyBin string, b *brokers, sc scenario, mode string) (result, error) {
@@ -174,12 +222,16 @@ func runOne(caddyBin string, b *brokers, sc scenario, mode string) (result, erro
 	case mode == "relay-redis":
 		broker = b.redis.URL()
 	}
+	proto := sc.protoOf(mode)
 	var srv *server
 	var err error
-	if mode == "floor" {
+	switch mode {
+	case "floor":
 		srv, err = startFloor()
-	} else {
-		srv, err = startCaddy(caddyBin, broker, "")
+	case "reference":
+		srv, err = startReference()
+	default:
+		srv, err = startCaddyOver(caddyBin, broker, "", proto)
 	}
 	if err != nil {
 		return result{}, err
@@ -188,10 +240,13 @@ func runOne(caddyBin string, b *brokers, sc scenario, mode string) (result, erro
 	c := config{
 		Target: srv.target, PublishURL: srv.pubURL, Publish: "http", Key: benchKey, Channel: "bench",
 		Subs: sc.subs, Events: sc.events, Rate: sc.rate, Sources: 16, PID: srv.cmd.Process.Pid,
-		Timeout: 60 * time.Second, Publishers: 4, Channels: sc.channels,
+		Timeout: 60 * time.Second, Publishers: 4, Channels: sc.channels, Proto: proto,
 	}
 	if sc.pubs > 0 {
 		c.Publishers = sc.pubs
+	}
+	if sc.timeStop && srv.admin != "" {
+		c.Stop = srv.caddyStop
 	}
 	switch {
 	case mode == "relay" && sc.publish == "postgres":
@@ -208,26 +263,43 @@ func runOne(caddyBin string, b *brokers, sc scenario, mode string) (result, erro
 }
 
 func startFloor() (*server, error) {
+	return startSelf("-serve-floor", "http")
+}
+
+func startReference() (*server, error) {
+	return startSelf("-serve-reference", "https")
+}
+
+// startSelf runs this tool with flag, a server, on a free port.
+func startSelf(flag, scheme string) (*server, error) {
 	port, err := testsrv.FreePort()
 	if err != nil {
 		return nil, err
 	}
 	self, _ := os.Executable()
-	cmd := exec.Command(self, "-serve-floor", fmt.Sprintf("127.0.0.1:%d", port))
+	cmd := exec.Command(self, flag, fmt.Sprintf("127.0.0.1:%d", port))
+	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &server{cmd: cmd, target: fmt.Sprintf("http://127.0.0.1:%d/events/bench", port),
-		pubURL: fmt.Sprintf("http://127.0.0.1:%d/publish", port)}
-	return s, waitPort(port)
+	base := fmt.Sprintf("%s://127.0.0.1:%d", scheme, port)
+	s := &server{cmd: cmd, target: base + "/events/bench", pubURL: base + "/publish"}
+	return s, waitServing(base)
 }
 
 // benchKey is the relay's publish_key in the suite: 32 bytes or more, as
 // the relay requires.
 const benchKey = "ssebench-publish-key-0123456789abcdef"
 
-// startCaddy runs the relay on broker with more sse_relay lines, if any.
+// startCaddy runs the relay on broker with more sse_relay lines, if any,
+// over HTTP/1.1 in clear text.
 func startCaddy(bin, broker, extra string) (*server, error) {
+	return startCaddyOver(bin, broker, extra, "h1")
+}
+
+// startCaddyOver runs the relay serving proto: h1 in clear text, or h2
+// and h3 over TLS from Caddy's internal CA, as a site with tls internal.
+func startCaddyOver(bin, broker, extra, proto string) (*server, error) {
 	adminPort, _ := testsrv.FreePort()
 	port, err := testsrv.FreePort()
 	if err != nil {
@@ -237,9 +309,14 @@ func startCaddy(bin, broker, extra string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	scheme, site := "http", fmt.Sprintf("http_port %d", port)
+	if proto != "h1" {
+		scheme, site = "https", fmt.Sprintf("https_port %d\n\tauto_https disable_redirects\n\tskip_install_trust", port)
+	}
+	base := fmt.Sprintf("%s://127.0.0.1:%d", scheme, port)
 	cfg := fmt.Sprintf(`{
 	admin 127.0.0.1:%d
-	http_port %d
+	%s
 	# 127.0.0.1 only: clients on 127.0.0.2… hold ephemeral ports that a
 	# wildcard bind would collide with.
 	default_bind 127.0.0.1
@@ -248,16 +325,17 @@ func startCaddy(bin, broker, extra string) (*server, error) {
 		level ERROR
 	}
 }
-http://127.0.0.1:%d {
+%s {
+	%s
 	sse_relay /events/* {
 		broker %s
 		publish_key %s
-		max_connections 100000
-		max_connections_per_ip 100000
+		max_connections 200000
+		max_connections_per_ip 200000
 		%s
 	}
 }
-`, adminPort, port, port, broker, benchKey, extra)
+`, adminPort, site, base, map[bool]string{true: "tls internal"}[proto != "h1"], broker, benchKey, extra)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -268,22 +346,26 @@ http://127.0.0.1:%d {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	url := fmt.Sprintf("http://127.0.0.1:%d/events/bench", port)
-	return &server{cmd: cmd, target: url, pubURL: url}, waitPort(port)
+	url := base + "/events/bench"
+	s := &server{cmd: cmd, target: url, pubURL: url, admin: fmt.Sprintf("127.0.0.1:%d", adminPort)}
+	return s, waitServing(base)
 }
 
-func waitPort(port int) error {
-	client := &http.Client{Timeout: time.Second}
+// waitServing waits until something answers at base.
+func waitServing(base string) error {
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // tls internal
+	}}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		resp, err := client.Get(base + "/")
 		if err == nil {
 			resp.Body.Close()
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("nothing answers on port %d", port)
+	return fmt.Errorf("nothing answers at %s", base)
 }
 
 func median(rs []result, f func(result) float64) float64 {
@@ -295,38 +377,49 @@ func median(rs []result, f func(result) float64) float64 {
 	return v[len(v)/2]
 }
 
+// metric is one figure of a row: how to read it off a run, and its unit.
+type metric struct {
+	value func(result) float64
+	unit  string
+}
+
+var metrics = map[string]metric{
+	"deliveries/s":  {func(r result) float64 { return r.DeliveriesPerS }, "deliveries/s"},
+	"p99":           {func(r result) float64 { return r.P99ms }, "ms p99"},
+	"rss/sub":       {func(r result) float64 { return r.RSSPerSubKiB }, "KiB RSS per subscriber"},
+	"rss":           {func(r result) float64 { return r.RSSLoadedMiB }, "MiB RSS with the streams open"},
+	"delivery time": {func(r result) float64 { return r.DeliverySeconds }, "s from the first publish to the last delivery"},
+	"stop":          {func(r result) float64 { return r.StopSeconds }, "s for caddy stop with the streams open (relay only)"},
+	"events/s vs one redis": {func(r result) float64 { return r.EventsPerS },
+		"events/s (other column: one Redis)"},
+	"relay cpu per event vs one redis": {func(r result) float64 { return r.RelayCores / r.EventsPerS * 1e6 },
+		"µs of relay CPU per event, lower is better (other column: one Redis)"},
+	"p50 vs memory": {func(r result) float64 { return r.P50ms }, "ms p50 (other column: memory broker)"},
+}
+
 func printTable(all map[string][]result) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n| scenario | relay | floor | ratio (relay/floor) |\n|---|---|---|---|\n")
+	fmt.Fprintf(&b, "\n| scenario | relay | other | ratio (relay/other) |\n|---|---|---|---|\n")
 	for _, sc := range scenarios {
 		relay := all[sc.name+" / relay"]
 		if len(relay) == 0 {
 			continue
 		}
 		other := all[sc.name+" / "+sc.other()]
-		var f func(result) float64
-		var unit string
-		switch sc.metric {
-		case "deliveries/s":
-			f, unit = func(r result) float64 { return r.DeliveriesPerS }, "deliveries/s"
-		case "p99":
-			f, unit = func(r result) float64 { return r.P99ms }, "ms p99"
-		case "rss/sub":
-			f, unit = func(r result) float64 { return r.RSSPerSubKiB }, "KiB RSS per subscriber"
-		case "events/s vs one redis":
-			f, unit = func(r result) float64 { return r.EventsPerS }, "events/s (other column: one Redis)"
-		case "relay cpu per event vs one redis":
-			f, unit = func(r result) float64 { return r.RelayCores / r.EventsPerS * 1e6 }, "µs of relay CPU per event, lower is better (other column: one Redis)"
-		default:
-			f, unit = func(r result) float64 { return r.P50ms }, "ms p50 (other column: memory broker)"
+		for i, name := range sc.metrics {
+			m := metrics[name]
+			rv, ov := median(relay, m.value), median(other, m.value)
+			ratio := 0.0
+			if ov != 0 {
+				ratio = rv / ov
+			}
+			row := sc.name
+			if i > 0 {
+				row = ""
+			}
+			fmt.Fprintf(&b, "| %s | %.3g | %.3g | %.2f× (%s vs %s, median of %d; %s; relay broker connections %d) |\n",
+				row, rv, ov, ratio, m.unit, sc.other(), len(relay), delivered(relay, other), relay[0].BrokerConns)
 		}
-		rv, ov := median(relay, f), median(other, f)
-		ratio := 0.0
-		if ov != 0 {
-			ratio = rv / ov
-		}
-		fmt.Fprintf(&b, "| %s | %.3g | %.3g | %.2f× (%s, median of %d; relay broker connections %d) |\n",
-			sc.name, rv, ov, ratio, unit, len(relay), relay[0].BrokerConns)
 		if sc.publish == "redis-cluster" {
 			// Where the two cores went: relay, broker servers, load tool.
 			cores := func(rs []result) string {
@@ -342,4 +435,17 @@ func printTable(all map[string][]result) {
 		}
 	}
 	fmt.Print(b.String())
+}
+
+// delivered says whether every run delivered every event.
+func delivered(relay, other []result) string {
+	missed := func(rs []result) string {
+		for _, r := range rs {
+			if r.Delivered != r.Expected {
+				return fmt.Sprintf("%d of %d delivered in a run", r.Delivered, r.Expected)
+			}
+		}
+		return "all delivered"
+	}
+	return "relay " + missed(relay) + ", other " + missed(other)
 }
