@@ -87,9 +87,8 @@ func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
 	}
 	rw := &responseWire{w: w, rc: http.NewResponseController(w), timeout: c.WriteTimeout}
 	st.wire = rw
-	// A keep-alive connection must not carry our deadline into the next
-	// request.
-	defer func() { _ = rw.rc.SetWriteDeadline(time.Time{}) }()
+	writes.watch(rw)
+	defer writes.forget(rw)
 	if st.run(r.Context().Done()) {
 		// Cut off (too slow, or the socket stalled): close the connection
 		// instead of ending the response and keeping it alive; the client

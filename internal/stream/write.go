@@ -1,9 +1,9 @@
 package stream
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,22 +17,43 @@ type wire interface {
 	write(p []byte) error
 }
 
-// responseWire writes through the response.
+// responseWire writes through the response. Its writes are bounded by the
+// watchdog, not by a write deadline armed for each: on HTTP/2 a deadline
+// is a timer in the connection's serve loop that resets the stream when it
+// fires, even after the write it was set for went through, so an idle
+// stream would be cut write_timeout after its last event.
 type responseWire struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	// started is when the write in progress began (Unix nanoseconds), or
+	// 0 between writes.
+	started atomic.Int64
 }
 
-// write sends p in one Write and one Flush, under a write deadline.
+// write sends p in one Write and one Flush.
 func (o *responseWire) write(p []byte) error {
-	if err := o.rc.SetWriteDeadline(time.Now().Add(o.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
+	o.started.Store(time.Now().UnixNano())
+	_, err := o.w.Write(p)
+	if err == nil {
+		err = o.rc.Flush()
 	}
-	if _, err := o.w.Write(p); err != nil {
-		return err
-	}
-	return o.rc.Flush()
+	o.started.Store(0)
+	return err
+}
+
+// late reports whether the write in progress began more than the timeout
+// before now.
+func (o *responseWire) late(now int64) bool {
+	s := o.started.Load()
+	return s != 0 && now-s > int64(o.timeout)
+}
+
+// abort fails the write in progress, and every later one, with a deadline
+// in the past: HTTP/2 resets the stream, HTTP/1.1 and HTTP/3 fail the
+// write.
+func (o *responseWire) abort() {
+	_ = o.rc.SetWriteDeadline(time.Unix(1, 0))
 }
 
 // writer is one stream being written.
