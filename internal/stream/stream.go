@@ -82,10 +82,17 @@ func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
 	w.WriteHeader(http.StatusOK)
 	st := &writer{cfg: c, Stream: s, remote: r.RemoteAddr}
 	st.start()
-	if r.ProtoMajor == 1 && st.takeOver(w) {
+	// The headers go out through every wrapper; the body then goes to the
+	// server's own ResponseWriter under them (see bypass).
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		st.Done()
+		return
+	}
+	inner := innermost(w)
+	if r.ProtoMajor == 1 && st.takeOver(inner) {
 		return // the stream goes on in its own goroutine
 	}
-	rw := &responseWire{w: w, rc: http.NewResponseController(w), timeout: c.WriteTimeout}
+	rw := bypass(inner, c.WriteTimeout)
 	st.wire = rw
 	writes.watch(rw)
 	defer writes.forget(rw)

@@ -13,16 +13,13 @@ import (
 // reports false when the connection cannot be taken over, leaving the
 // response path to serve it.
 //
-// The headers are flushed through every wrapper first, then the server's
-// own ResponseWriter, under the wrappers, is hijacked: it gives the raw
-// connection, which the hang-up watcher can poll. Hijacking through an
-// access log's recorder would give a byte-counting wrapper whose count the
-// log reads on the request goroutine while this one writes.
-func (s *writer) takeOver(w http.ResponseWriter) bool {
-	if err := http.NewResponseController(w).Flush(); err != nil {
-		return false
-	}
-	hj, ok := innermost(w).(http.Hijacker)
+// inner is the server's own ResponseWriter, under the wrappers that the
+// headers were flushed through: it gives the raw connection, which the
+// hang-up watcher can poll. Hijacking through an access log's recorder
+// would give a byte-counting wrapper whose count the log reads on the
+// request goroutine while this one writes.
+func (s *writer) takeOver(inner http.ResponseWriter) bool {
+	hj, ok := inner.(http.Hijacker)
 	if !ok {
 		return false
 	}

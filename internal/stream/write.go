@@ -31,6 +31,22 @@ type responseWire struct {
 	started atomic.Int64
 }
 
+// bypass is the wire of a stream served through the response: the
+// server's own ResponseWriter (HTTP/2's, HTTP/3's, or net/http's when a
+// connection could not be taken over), not the wrappers above it. A
+// server's idle write timeout wraps every response in a writer that moves
+// the write deadline before and after each Write and Flush: four deadline
+// changes an event, each a timer and, on HTTP/2, a message through the
+// connection's serve loop. Whatever deadline the header flush left armed
+// is cleared once; the watchdog bounds the stream's writes from then on.
+// As with a taken-over HTTP/1.1 connection, an access log sees the status
+// but not the body's bytes.
+func bypass(inner http.ResponseWriter, timeout time.Duration) *responseWire {
+	rc := http.NewResponseController(inner)
+	_ = rc.SetWriteDeadline(time.Time{})
+	return &responseWire{w: inner, rc: rc, timeout: timeout}
+}
+
 // write sends p in one Write and one Flush.
 func (o *responseWire) write(p []byte) error {
 	o.started.Store(time.Now().UnixNano())
