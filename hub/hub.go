@@ -230,11 +230,17 @@ func (s *Subscription) Reason() string {
 	return r
 }
 
+// drop ends the subscription: Done closes, and Wake fires, so that a
+// writer waiting on Wake alone learns of it from Reason.
 func (s *Subscription) drop(reason string) {
 	s.once.Do(func() {
 		s.reason.Store(reason)
 		s.dropped.Store(true)
 		close(s.done)
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
 	})
 }
 

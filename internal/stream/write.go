@@ -150,46 +150,44 @@ func (s *writer) writeOpening() error {
 // loop writes frames as they come, coalescing everything pending into one
 // write, and heartbeats when idle. It returns why the stream ended and
 // whether the connection should be dropped rather than ended cleanly.
+//
+// It waits on four things: the subscription's wake (which also tells of
+// the hub ending it), the client leaving, the config ending, and one
+// alarm for whichever comes first of the heartbeat, the token's expiry
+// and the end after EndDelay. Every case of a select is a channel lock
+// on every wake, and every timer is memory held by an idle stream.
 func (s *writer) loop(gone <-chan struct{}) (string, bool) {
 	sub := s.Sub
-	var heartbeat <-chan time.Time
-	var beat *time.Timer
-	if hb := s.cfg.Heartbeat; hb > 0 {
-		beat = time.NewTimer(hb)
-		defer beat.Stop()
-		heartbeat = beat.C
-	}
-	var endTimer, expired <-chan time.Time
-	if !s.Expires.IsZero() {
-		t := time.NewTimer(time.Until(s.Expires))
-		defer t.Stop()
-		expired = t.C
-	}
+	a := newAlarm(s.cfg.Heartbeat, s.Expires)
+	defer a.stop()
 	ending := s.cfg.Ending
 	for {
 		frames, oldest := 0, time.Time{}
 		select {
 		case <-sub.Wake():
+			if r := sub.Reason(); r != "" {
+				return "hub: " + r, r == hub.DropSlow
+			}
 			frames, oldest = s.take()
 			if frames == 0 {
 				continue
 			}
-		case <-heartbeat:
-			s.buf = append(s.buf, ":\n\n"...)
 		case <-gone:
 			return "client gone", false
-		case <-sub.Done():
-			return "hub: " + sub.Reason(), sub.Reason() == hub.DropSlow
 		case <-ending:
 			ending = nil
-			t := time.NewTimer(s.cfg.EndDelay())
-			defer t.Stop()
-			endTimer = t.C
+			a.endIn(s.cfg.EndDelay())
 			continue
-		case <-endTimer:
-			return "config replaced", false
-		case <-expired:
-			return "token expired", false
+		case now := <-a.C():
+			switch a.due(now) {
+			case alarmEnd:
+				return "config replaced", false
+			case alarmExpired:
+				return "token expired", false
+			case alarmNone:
+				continue
+			}
+			s.buf = append(s.buf, ":\n\n"...)
 		}
 		if err := s.flush(); err != nil {
 			s.cfg.Observer.WriteFailed()
@@ -198,9 +196,7 @@ func (s *writer) loop(gone <-chan struct{}) (string, bool) {
 		if frames > 0 {
 			s.cfg.Observer.Written(frames, oldest)
 		}
-		if beat != nil {
-			beat.Reset(s.cfg.Heartbeat)
-		}
+		a.wrote()
 	}
 }
 
