@@ -34,10 +34,11 @@ func TestStalledHTTP2StreamCutOff(t *testing.T) {
 	_, rd := s.open(t, http.MethodGet)
 	lines(t, rd, 2)
 	// The client reads no further. Its window (4 MiB a stream for Go's
-	// client) fills, then the relay's write blocks.
-	big := []byte(strings.Repeat("x", 256<<10))
+	// client) fills, then the relay's write blocks. Fewer frames than the
+	// subscription's queue holds, so that the hub does not drop it first.
+	big := []byte(strings.Repeat("x", 1<<20))
 	start := time.Now()
-	for range 40 {
+	for range 6 {
 		s.hub.Deliver("a", big)
 	}
 	s.waitDone(t, "stalled client")
