@@ -175,8 +175,12 @@ func (s *writer) loop(gone <-chan struct{}) (string, bool) {
 		case <-gone:
 			return "client gone", false
 		case <-ending:
+			d := s.cfg.EndDelay()
+			if d <= 0 {
+				return "config replaced", false
+			}
 			ending = nil
-			a.endIn(s.cfg.EndDelay())
+			a.endIn(d)
 			continue
 		case now := <-a.C():
 			switch a.due(now) {
