@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5"
 )
@@ -157,6 +159,38 @@ func newBrowser(t *testing.T, more ...chromedp.ExecAllocatorOption) context.Cont
 		t.Fatalf("starting chromium: %v", err)
 	}
 	return ctx
+}
+
+// streamResponse is a response to a request for /events/ as Chromium saw it.
+type streamResponse struct {
+	URL      string
+	Status   int64
+	Protocol string
+}
+
+// watchStreams notes every response that b's tab gets for a URL under
+// /events/, from now on, and returns a function that lists those so far.
+func watchStreams(t *testing.T, b context.Context) func() []streamResponse {
+	t.Helper()
+	var mu sync.Mutex
+	var seen []streamResponse
+	if err := chromedp.Listen(b, func(ev any) {
+		if e, ok := ev.(*network.EventResponseReceived); ok && strings.Contains(e.Response.URL, "/events/") {
+			mu.Lock()
+			seen = append(seen, streamResponse{e.Response.URL, e.Response.Status, e.Response.Protocol})
+			mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(b, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	return func() []streamResponse {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
+	}
 }
 
 // evalJS evaluates expr in the page and decodes its JSON value.

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,12 +14,6 @@ import (
 
 	example "github.com/sse-relay/caddy-sse-relay/examples/django"
 )
-
-// streamResponse is a response to a request for /events/ as Chromium saw it.
-type streamResponse struct {
-	Status   int64
-	Protocol string
-}
 
 // TestExample drives Chromium against the stack `make example` runs
 // (examples/django: Django under gunicorn behind Caddy's reverse_proxy,
@@ -74,20 +67,7 @@ func testExample(t *testing.T, tls bool) {
 	}
 
 	// Every response to alice's page for /events/, with its protocol.
-	var mu sync.Mutex
-	var streams []streamResponse
-	if err := chromedp.Listen(alice, func(ev any) {
-		if e, ok := ev.(*network.EventResponseReceived); ok && strings.Contains(e.Response.URL, "/events/") {
-			mu.Lock()
-			streams = append(streams, streamResponse{e.Response.Status, e.Response.Protocol})
-			mu.Unlock()
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chromedp.Call(alice, network.Enable, network.EnableParams{}); err != nil {
-		t.Fatal(err)
-	}
+	streams := watchStreams(t, alice)
 
 	// within bounds the browser steps that wait: one that never ends fails
 	// the test instead of hanging it.
@@ -234,17 +214,16 @@ func testExample(t *testing.T, tls bool) {
 		t.Logf("alice's page: %q", evalJS[string](t, alice, `document.getElementById("status").textContent`))
 	})
 
-	mu.Lock()
-	defer mu.Unlock()
 	want := "http/1.1"
 	if tls {
 		want = "h2"
 	}
 	var statuses []int64
-	for _, s := range streams {
+	seen := streams()
+	for _, s := range seen {
 		statuses = append(statuses, s.Status)
 		if s.Protocol != want {
-			t.Fatalf("a stream request of alice's page went over %q, want %s: %+v", s.Protocol, want, streams)
+			t.Fatalf("a stream request of alice's page went over %q, want %s: %+v", s.Protocol, want, seen)
 		}
 	}
 	if !slices.Contains(statuses, 200) || !slices.Contains(statuses, 401) {
