@@ -34,11 +34,14 @@ func browserSite(root, broker, heartbeat string) string {
 	file_server`, broker, heartbeat, root)
 }
 
+// htmxItems is the page's #items as numbers, in the DOM's order.
+const htmxItems = `[...document.querySelectorAll("#items li")].map((li) => Number(li.textContent))`
+
 // TestBrowser drives headless Chromium against a page served by the same
 // Caddy: htmx's SSE extension swaps the DOM on pg_notify, named events
-// reach addEventListener with their ids, EventSource resumes across
-// admin-API reloads without missing or repeating an event, and a 204 for a
-// missing channel stops EventSource from reconnecting.
+// reach addEventListener with their ids, EventSource and htmx resume
+// across admin-API reloads without missing or repeating an event, and a
+// 204 for a missing channel stops EventSource from reconnecting.
 func TestBrowser(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("the browser test needs Debian's chromium (make deps installs it): %v", err)
@@ -71,7 +74,7 @@ func TestBrowser(t *testing.T) {
 	}
 	// Publish only once the page's EventSource and htmx's are open: the
 	// relay sends headers once the broker listens.
-	waitJS(t, b, `got.opens >= 1 && got.htmxOpen`, 10*time.Second)
+	waitJS(t, b, `got.opens >= 1 && got.htmxOpens >= 1`, 10*time.Second)
 
 	t.Run("htmx swaps the DOM on pg_notify", func(t *testing.T) {
 		notify("dom", `{"data":"<b id=\"order\">order 42 shipped</b>"}`)
@@ -87,13 +90,15 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
-	t.Run("EventSource resumes across reloads without a gap or a duplicate", func(t *testing.T) {
+	t.Run("EventSource and htmx resume across reloads without a gap or a duplicate", func(t *testing.T) {
 		const total = 150
 		done := make(chan error, 1)
 		go func() {
-			// About 50 events/s for 3 s, through the reloads below.
+			// About 50 events/s on each channel for 3 s, through the
+			// reloads below: a tick for EventSource, an <li> for htmx.
 			for i := 1; i <= total; i++ {
-				if _, err := pg.Exec(ctx, `SELECT pg_notify('seq', $1)`, `{"event":"tick","data":"`+strconv.Itoa(i)+`"}`); err != nil {
+				if _, err := pg.Exec(ctx, `SELECT pg_notify('seq', $1), pg_notify('dom', $2)`,
+					`{"event":"tick","data":"`+strconv.Itoa(i)+`"}`, `{"event":"item","data":"<li>`+strconv.Itoa(i)+`</li>"}`); err != nil {
 					done <- err
 					return
 				}
@@ -109,20 +114,25 @@ func TestBrowser(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		waitJS(t, b, fmt.Sprintf(`got.ticks.length >= %d`, total), 20*time.Second)
+		waitJS(t, b, fmt.Sprintf(`got.ticks.length >= %d && %s.length >= %d`, total, htmxItems, total), 20*time.Second)
 		ticks := evalJS[[]int](t, b, `got.ticks`)
+		items := evalJS[[]int](t, b, htmxItems)
 		opens := evalJS[int](t, b, `got.opens`)
+		htmxOpens := evalJS[int](t, b, `got.htmxOpens`)
 		want := make([]int, total)
 		for i := range want {
 			want[i] = i + 1
 		}
 		if !slices.Equal(ticks, want) {
-			t.Fatalf("the page got %d ticks, not 1..%d in order: %v", len(ticks), total, ticks)
+			t.Fatalf("EventSource got %d ticks, not 1..%d in order: %v", len(ticks), total, ticks)
 		}
-		if opens < 2 {
-			t.Fatalf("EventSource opened %d times: the reloads did not end the stream", opens)
+		if !slices.Equal(items, want) {
+			t.Fatalf("htmx put %d items in the DOM, not 1..%d in order: %v", len(items), total, items)
 		}
-		t.Logf("%d of %d events, in order, none twice, across 3 reloads and %d connections", len(ticks), total, opens)
+		if opens < 2 || htmxOpens < 2 {
+			t.Fatalf("EventSource opened %d times, htmx's %d times: the reloads did not end the streams", opens, htmxOpens)
+		}
+		t.Logf("%d of %d events, in order, none twice, across 3 reloads: EventSource over %d connections, htmx over %d", len(ticks), total, opens, htmxOpens)
 	})
 
 	t.Run("204 for a missing channel stops EventSource", func(t *testing.T) {
