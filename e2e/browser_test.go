@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -37,15 +40,104 @@ func browserSite(root, broker, heartbeat string) string {
 // htmxItems is the page's #items as numbers, in the DOM's order.
 const htmxItems = `[...document.querySelectorAll("#items li")].map((li) => Number(li.textContent))`
 
-// TestBrowser drives headless Chromium against a page served by the same
-// Caddy: htmx's SSE extension swaps the DOM on pg_notify, named events
-// reach addEventListener with their ids, EventSource and htmx resume
-// across admin-API reloads without missing or repeating an event, and a
-// 204 for a missing channel stops EventSource from reconnecting.
-func TestBrowser(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("the browser test needs Debian's chromium (make deps installs it): %v", err)
+// browserProtocol is one way for Chromium to reach a node, and the
+// protocol its requests must then report.
+type browserProtocol struct {
+	name string // the subtest's
+	tls  bool   // https:// with tls internal, else http://
+	want string // nextHopProtocol, and the DevTools response's protocol
+}
+
+// browserProtocols are the ones each browser test page runs over.
+var browserProtocols = []browserProtocol{
+	{"h1", false, "http/1.1"},
+	{"h2", true, "h2"},
+	{"h3", true, "h3"},
+}
+
+// flags are the Chromium flags that make it reach n over p. HTTPS needs
+// trust in n's certificate, from tls internal's CA, which no store holds.
+// --ignore-certificate-errors does not do over QUIC: Chromium 156 still
+// fails the handshake with ERR_CERT_AUTHORITY_INVALID (netlog:
+// QUIC_SESSION_CERTIFICATE_VERIFY_FAILED; the page: ERR_QUIC_PROTOCOL_ERROR).
+// So the key of the certificate n serves is listed, which TCP and QUIC
+// both honour. h2 keeps newBrowser's --disable-quic, so it stays on TCP
+// by construction, whatever Chromium makes of Caddy's Alt-Svc header; h3
+// forces QUIC on n's origin from the first request, with no TCP to fall
+// back to.
+func (p browserProtocol) flags(t *testing.T, n *node) []chromedp.ExecAllocatorOption {
+	t.Helper()
+	if !p.tls {
+		return nil
 	}
+	flags := []chromedp.ExecAllocatorOption{chromedp.Flag("ignore-certificate-errors-spki-list", servedKey(t, n))}
+	if p.want == "h3" {
+		flags = append(flags,
+			chromedp.Flag("disable-quic", false),
+			chromedp.Flag("origin-to-force-quic-on", strings.TrimPrefix(n.base, "https://")))
+	}
+	return flags
+}
+
+// servedKey is the base64 SHA-256 of the public key of the certificate n
+// serves, as --ignore-certificate-errors-spki-list takes it.
+func servedKey(t *testing.T, n *node) string {
+	t.Helper()
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(n.base, "https://"), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sum := sha256.Sum256(conn.ConnectionState().PeerCertificates[0].RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// checkProtocol fails unless the page in b, its scripts, the streams that
+// have ended (in the page's performance entries) and every response for
+// /events/ (streams) went over p.
+func checkProtocol(t *testing.T, b context.Context, p browserProtocol, streams []streamResponse) {
+	t.Helper()
+	type entry struct {
+		Name     string `json:"name"`
+		Protocol string `json:"protocol"`
+	}
+	entries := evalJS[[]entry](t, b, `performance.getEntriesByType("navigation").concat(performance.getEntriesByType("resource"))
+		.map((e) => ({ name: e.name, protocol: e.nextHopProtocol }))`)
+	var scripts int
+	for _, e := range entries {
+		if e.Protocol != p.want {
+			t.Fatalf("%s went over %q, want %s: %+v", e.Name, e.Protocol, p.want, entries)
+		}
+		if strings.HasSuffix(e.Name, ".js") {
+			scripts++
+		}
+	}
+	if len(entries) == 0 || !strings.HasSuffix(entries[0].Name, "/index.html") || scripts < 2 {
+		t.Fatalf("the page's performance entries lack the page or its two scripts: %+v", entries)
+	}
+	var ok bool
+	for _, s := range streams {
+		if s.Protocol != p.want {
+			t.Fatalf("%s (%d) went over %q, want %s: %+v", s.URL, s.Status, s.Protocol, p.want, streams)
+		}
+		ok = ok || s.Status == 200
+	}
+	if !ok {
+		t.Fatalf("no stream got a 200: %+v", streams)
+	}
+	t.Logf("the page, %d resources and %d stream responses over %s", len(entries)-1, len(streams), p.want)
+}
+
+// TestBrowser drives headless Chromium against a page served by the same
+// Caddy, over HTTP/1.1 in clear and over HTTPS (tls internal) with HTTP/2
+// and with HTTP/3: htmx's SSE extension swaps the DOM on pg_notify, named
+// events reach addEventListener with their ids, EventSource and htmx
+// resume across admin-API reloads without missing or repeating an event,
+// and a 204 for a missing channel stops EventSource from reconnecting. The
+// protocol is the one the browser reports for the page, its scripts and
+// every stream.
+func TestBrowser(t *testing.T) {
+	needChromium(t)
 	root, err := filepath.Abs("browser")
 	if err != nil {
 		t.Fatal(err)
@@ -53,22 +145,29 @@ func TestBrowser(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "node_modules/htmx-ext-sse/dist/sse.js")); err != nil {
 		t.Fatalf("htmx is not installed: run npm ci in e2e/browser (make deps does): %v", err)
 	}
-	n := startSite(t, browserSite(root, servers.PG(t).URL(), "15s"))
-
 	ctx := context.Background()
 	pg, err := pgx.Connect(ctx, servers.PG(t).URL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pg.Close(ctx)
+	for _, p := range browserProtocols {
+		t.Run(p.name, func(t *testing.T) { testBrowser(t, p, root, pg) })
+	}
+}
+
+// testBrowser is TestBrowser over p, with a node and a browser of its own.
+func testBrowser(t *testing.T, p browserProtocol, root string, pg *pgx.Conn) {
+	ctx := context.Background()
 	notify := func(channel, payload string) {
 		t.Helper()
 		if _, err := pg.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload); err != nil {
 			t.Fatal(err)
 		}
 	}
-
-	b := newBrowser(t)
+	n := startNodeOf(t, browserSite(root, servers.PG(t).URL(), "15s"), p.tls)
+	b := newBrowser(t, p.flags(t, n)...)
+	streams := watchStreams(t, b)
 	if err := chromedp.Do(b, chromedp.Navigate(n.base+"/index.html")); err != nil {
 		t.Fatal(err)
 	}
@@ -147,10 +246,15 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("EventSource on a 204: %d errors, readyState %d; want 1 error and CLOSED (2)", none.Errors, none.State)
 		}
 	})
+
+	t.Run("the page and every stream used the protocol", func(t *testing.T) {
+		checkProtocol(t, b, p, streams())
+	})
 }
 
 // newBrowser starts headless Chromium with the flags this machine's
-// closed network needs, and more if any, in a profile of its own.
+// closed network needs, and more if any, in a profile of its own. more
+// come last, so one may turn a default off, as HTTP/3 does --disable-quic.
 func newBrowser(t *testing.T, more ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
