@@ -51,6 +51,7 @@ var relays = caddy.NewUsagePool()
 type relay struct {
 	broker   broker.Broker
 	hub      *hub.Hub
+	pump     *pump  // the broker's Sink
 	label    string // the broker's name, or its URL's label: for logs, stats and metrics
 	replay   int
 	history  broker.History
@@ -93,7 +94,8 @@ func loadRelay(url, name string, history broker.History, opts hub.Options, logge
 		opts.OnDropped = func() { metrics.dropped.WithLabelValues("slow").Inc() }
 		h := hub.New(b, opts)
 		r := &relay{broker: b, hub: h, label: label, replay: opts.Replay, history: history, perIP: map[string]int{}}
-		b.Start(counted{hub: h, received: &r.received})
+		r.pump = newPump(h, &r.received)
+		b.Start(r.pump)
 		return r, nil
 	})
 	if err != nil {
@@ -101,25 +103,6 @@ func loadRelay(url, name string, history broker.History, opts hub.Options, logge
 	}
 	return val.(*relay), key, nil
 }
-
-// counted is the Sink between broker and hub: it counts what the broker
-// hands over.
-type counted struct {
-	hub      *hub.Hub
-	received *atomic.Uint64
-}
-
-func (c counted) Deliver(channel string, payload []byte) {
-	c.received.Add(1)
-	c.hub.Deliver(channel, payload)
-}
-
-func (c counted) DeliverEntry(e broker.Entry) {
-	c.received.Add(1)
-	c.hub.DeliverEntry(e)
-}
-
-func (c counted) Reset(channels []string, reason string) { c.hub.Reset(channels, reason) }
 
 // checkLog refuses a config whose history has nowhere to go: on Postgres
 // the sse_relay schema must exist. A broker that cannot be reached now is

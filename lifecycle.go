@@ -104,6 +104,7 @@ func (r *relay) close() error {
 	r.closeOnce.Do(func() {
 		r.hub.Close()
 		err = r.broker.Close()
+		r.pump.stop()
 	})
 	return err
 }

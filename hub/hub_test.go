@@ -587,3 +587,39 @@ func BenchmarkCatchUp1000(b *testing.B) {
 		h.Unsubscribe(s)
 	}
 }
+
+// TestDeliverBatch: payloads read together keep their order; a run of one
+// channel's reaches a subscriber in one offer (one wake, one Take), and a
+// payload that does not decode is refused without holding up the rest.
+func TestDeliverBatch(t *testing.T) {
+	h := New(newListener(), Options{Replay: 10})
+	defer h.Close()
+	a, _ := h.Subscribe([]string{"a"}, "", 16)
+	both, _ := h.Subscribe([]string{"a", "b"}, "", 16)
+	h.DeliverBatch([]Message{
+		{"a", []byte("a1")}, {"a", []byte(`{"event":{},"data":"x"}`)}, {"a", []byte("a2")},
+		{"b", []byte("b1")}, {"a", []byte("a3")},
+	})
+	data := func(fs []*Frame) string {
+		var out []string
+		for _, f := range fs {
+			for _, l := range strings.Split(string(f.Bytes), "\n") {
+				if d, ok := strings.CutPrefix(l, "data: "); ok {
+					out = append(out, d)
+				}
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	<-a.Wake()
+	if got := data(a.Take(nil)); got != "a1 a2 a3" {
+		t.Fatalf("a: %q", got)
+	}
+	<-both.Wake()
+	if got := data(both.Take(nil)); got != "a1 a2 b1 a3" {
+		t.Fatalf("a and b: %q", got)
+	}
+	if h.refused.Load() != 1 {
+		t.Fatalf("refused %d, want 1", h.refused.Load())
+	}
+}
