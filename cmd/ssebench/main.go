@@ -122,7 +122,7 @@ func main() {
 	flag.IntVar(&c.Publishers, "publishers", 4, "concurrent publishers when flat out")
 	flag.DurationVar(&c.Hold, "hold", 0, "keep the streams open this long after the run, e.g. to take a profile")
 	flag.StringVar(&floorAddr, "serve-floor", "", "run the floor server on this address instead")
-	flag.StringVar(&referenceAddr, "serve-reference", "", "run the plain net/http HTTP/2 and HTTP/3 server on this address instead")
+	flag.StringVar(&referenceAddr, "serve-reference", "", "run the plain net/http HTTP/2 and HTTP/3 server on this address instead (relaying -channel from -redis, if given)")
 	flag.BoolVar(&suite, "suite", false, "run the PERFORMANCE.md table (starts Caddy, Postgres, the floor)")
 	flag.StringVar(&caddyBin, "caddy", "bin/caddy", "Caddy binary for -suite")
 	flag.StringVar(&only, "only", "", "with -suite, run only the rows whose name contains this")
@@ -135,7 +135,7 @@ func main() {
 	case floorAddr != "":
 		err = serveFloor(floorAddr)
 	case referenceAddr != "":
-		err = serveReference(referenceAddr)
+		err = serveReference(referenceAddr, c.Redis, c.Channel)
 	case suite:
 		err = runSuite(caddyBin, only, rounds)
 	default:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
+	"github.com/redis/go-redis/v9"
 )
 
 // reference is the server the relay is measured against over TLS: plain
@@ -28,12 +30,20 @@ type reference struct {
 	streams map[chan []byte]struct{}
 }
 
-func serveReference(addr string) error {
+// serveReference serves on addr. With a Redis URL it also relays what
+// is published on Redis channel ch, as the relay does on that broker;
+// POST /publish works either way.
+func serveReference(addr, redisURL, ch string) error {
 	cert, err := selfSigned()
 	if err != nil {
 		return err
 	}
 	ref := &reference{streams: map[chan []byte]struct{}{}}
+	if redisURL != "" {
+		if err := ref.relay(redisURL, ch); err != nil {
+			return err
+		}
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /events/", ref.subscribe)
 	mux.HandleFunc("POST /publish", ref.publish)
@@ -85,14 +95,38 @@ func (ref *reference) subscribe(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// publish frames the body's data once and queues it for every stream; a
-// stream whose queue is full misses it, which the load tool counts.
+// publish relays a POST's body.
 func (ref *reference) publish(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		return
 	}
-	frame := []byte("data: " + string(payloadData(body)) + "\n\n")
+	ref.fanOut(body)
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// relay subscribes to ch on Redis and relays each message.
+func (ref *reference) relay(url, ch string) error {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return err
+	}
+	ps := redis.NewClient(opt).Subscribe(context.Background(), ch)
+	if _, err := ps.Receive(context.Background()); err != nil {
+		return err
+	}
+	go func() {
+		for msg := range ps.Channel(redis.WithChannelSize(1000)) {
+			ref.fanOut([]byte(msg.Payload))
+		}
+	}()
+	return nil
+}
+
+// fanOut frames a payload's data once and queues it for every stream; a
+// stream whose queue is full misses it, which the load tool counts.
+func (ref *reference) fanOut(payload []byte) {
+	frame := []byte("data: " + string(payloadData(payload)) + "\n\n")
 	ref.mu.Lock()
 	for s := range ref.streams {
 		select {
@@ -101,7 +135,6 @@ func (ref *reference) publish(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ref.mu.Unlock()
-	w.WriteHeader(http.StatusAccepted)
 }
 
 // selfSigned is a certificate for 127.0.0.1 made now.

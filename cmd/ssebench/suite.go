@@ -23,11 +23,15 @@ type scenario struct {
 	subs     int
 	events   int
 	rate     float64
-	channels int    // spread over this many channels (default 1)
-	pubs     int    // concurrent publishers when flat out (default 4)
-	replicas int    // with publish redis-cluster: replicas per primary
-	publish  string // relay side: http (memory broker), postgres, or redis-cluster
-	vsFloor  bool   // a postgres row compared with the floor rather than the memory broker
+	channels int // spread over this many channels (default 1)
+	pubs     int // concurrent publishers when flat out (default 4)
+	replicas int // with publish redis-cluster: replicas per primary
+	// publish is the relay side's broker: http (memory broker, publishing
+	// with POST), postgres, redis-cluster, or redis, which the h2 and h3
+	// rows' reference relays from too, so that 20 events published at
+	// once reach both servers as fast as the broker can carry them.
+	publish string
+	vsFloor bool // a postgres row compared with the floor rather than the memory broker
 	// proto is how the streams are read: h1 (clear text, the default),
 	// h2 or h3 over TLS. An h2 row is compared with the plain net/http
 	// server over HTTP/2, an h3 row with the relay over HTTP/2.
@@ -54,12 +58,12 @@ var scenarios = []scenario{
 		publish: "redis-cluster", replicas: 1, metrics: []string{"relay cpu per event vs one redis"}},
 	// What browsers use when Caddy serves TLS: HTTP/2, and HTTP/3 once
 	// they have seen Alt-Svc.
-	{name: "h2 idle 50k, 20 events at once", subs: 50000, events: 20, proto: "h2", timeStop: true,
+	{name: "h2 idle 50k, 20 events at once", publish: "redis", subs: 50000, events: 20, proto: "h2", timeStop: true,
 		metrics: []string{"rss/sub", "deliveries/s", "stop"}},
-	{name: "h2 latency 1k at 20/s", subs: 1000, events: 200, rate: 20, proto: "h2", metrics: []string{"p99"}},
-	{name: "h3 10k, 20 events at once", subs: 10000, events: 20, proto: "h3",
+	{name: "h2 latency 1k at 20/s", publish: "redis", subs: 1000, events: 200, rate: 20, proto: "h2", metrics: []string{"p99"}},
+	{name: "h3 10k, 20 events at once", publish: "redis", subs: 10000, events: 20, proto: "h3",
 		metrics: []string{"rss/sub", "deliveries/s", "p99"}},
-	{name: "h2 100k, 20 events at once", subs: 100000, events: 20, proto: "h2",
+	{name: "h2 100k, 20 events at once", publish: "redis", subs: 100000, events: 20, proto: "h2",
 		metrics: []string{"rss", "delivery time"}},
 }
 
@@ -142,6 +146,8 @@ func (b *brokers) start(sc scenario) error {
 	switch {
 	case sc.publish == "postgres" && b.pg == nil:
 		b.pg, err = testsrv.StartPostgres()
+	case sc.publish == "redis" && b.redis == nil:
+		b.redis, err = testsrv.StartRedis()
 	case sc.publish == "redis-cluster":
 		if b.redis == nil {
 			if b.redis, err = testsrv.StartRedis(); err != nil {
@@ -158,6 +164,14 @@ func (b *brokers) start(sc scenario) error {
 		}
 	}
 	return err
+}
+
+// redisURL is the Redis that sc's servers relay from, if any.
+func (b *brokers) redisURL(sc scenario) string {
+	if sc.publish != "redis" {
+		return ""
+	}
+	return b.redis.URL()
 }
 
 func (b *brokers) stop() {
@@ -219,7 +233,7 @@ func runOne(caddyBin string, b *brokers, sc scenario, mode string) (result, erro
 		broker = b.pg.URL()
 	case mode == "relay" && sc.publish == "redis-cluster":
 		broker = b.clusters[sc.replicas].URL()
-	case mode == "relay-redis":
+	case mode == "relay-redis" || (sc.publish == "redis" && mode != "floor"):
 		broker = b.redis.URL()
 	}
 	proto := sc.protoOf(mode)
@@ -229,7 +243,7 @@ func runOne(caddyBin string, b *brokers, sc scenario, mode string) (result, erro
 	case "floor":
 		srv, err = startFloor()
 	case "reference":
-		srv, err = startReference()
+		srv, err = startReference(b.redisURL(sc))
 	default:
 		srv, err = startCaddyOver(caddyBin, broker, "", proto)
 	}
@@ -256,7 +270,7 @@ func runOne(caddyBin string, b *brokers, sc scenario, mode string) (result, erro
 		for _, n := range b.clusters[sc.replicas].Nodes {
 			c.BrokerPIDs = append(c.BrokerPIDs, n.PID())
 		}
-	case mode == "relay-redis":
+	case mode == "relay-redis" || sc.publish == "redis":
 		c.Publish, c.Redis, c.BrokerPIDs = "redis", b.redis.URL(), []int{b.redis.PID()}
 	}
 	return run(context.Background(), c)
@@ -266,18 +280,23 @@ func startFloor() (*server, error) {
 	return startSelf("-serve-floor", "http")
 }
 
-func startReference() (*server, error) {
-	return startSelf("-serve-reference", "https")
+// startReference runs the plain net/http server, relaying from Redis
+// when redisURL is set.
+func startReference(redisURL string) (*server, error) {
+	if redisURL == "" {
+		return startSelf("-serve-reference", "https")
+	}
+	return startSelf("-serve-reference", "https", "-redis", redisURL, "-channel", "bench")
 }
 
 // startSelf runs this tool with flag, a server, on a free port.
-func startSelf(flag, scheme string) (*server, error) {
+func startSelf(flag, scheme string, more ...string) (*server, error) {
 	port, err := testsrv.FreePort()
 	if err != nil {
 		return nil, err
 	}
 	self, _ := os.Executable()
-	cmd := exec.Command(self, flag, fmt.Sprintf("127.0.0.1:%d", port))
+	cmd := exec.Command(self, append([]string{flag, fmt.Sprintf("127.0.0.1:%d", port)}, more...)...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
