@@ -12,19 +12,22 @@ const (
 
 // alarm is a stream's one timer: it rings at the first of the next
 // heartbeat (a heartbeat interval after the last write), the token's
-// expiry and the end of the stream after its config ended.
+// expiry and the end of the stream after its config ended. A write only
+// notes its time; the timer moves when it rings for a heartbeat that a
+// write has since put off, at most once an interval, not on every write.
 type alarm struct {
 	t         *time.Timer
 	heartbeat time.Duration
-	beat      time.Time // zero without heartbeats
+	beat      time.Time // when the timer rings for a heartbeat; zero without heartbeats
+	last      time.Time // the last write
 	expires   time.Time // zero without expiry
 	end       time.Time // zero until the config ends
 }
 
 func newAlarm(heartbeat time.Duration, expires time.Time) *alarm {
-	a := &alarm{heartbeat: heartbeat, expires: expires}
+	a := &alarm{heartbeat: heartbeat, expires: expires, last: time.Now()}
 	if heartbeat > 0 {
-		a.beat = time.Now().Add(heartbeat)
+		a.beat = a.last.Add(heartbeat)
 	}
 	if next := a.next(); !next.IsZero() {
 		a.t = time.NewTimer(time.Until(next))
@@ -77,19 +80,27 @@ func (a *alarm) due(now time.Time) int {
 	case !a.expires.IsZero() && !now.Before(a.expires):
 		return alarmExpired
 	case !a.beat.IsZero() && !now.Before(a.beat):
+		if due := a.last.Add(a.heartbeat); now.Before(due) {
+			a.beat = due // a write put it off
+			break
+		}
 		return alarmHeartbeat // wrote rearms it after the heartbeat goes out
 	}
 	a.set()
 	return alarmNone
 }
 
-// wrote moves the next heartbeat to an interval from now.
+// wrote notes a write: the next heartbeat is due an interval after it.
 func (a *alarm) wrote() {
 	if a.heartbeat <= 0 {
 		return
 	}
-	a.beat = time.Now().Add(a.heartbeat)
-	a.set()
+	a.last = time.Now()
+	if !a.last.Before(a.beat) {
+		// After a heartbeat, or a ring put off: rearm.
+		a.beat = a.last.Add(a.heartbeat)
+		a.set()
+	}
 }
 
 // endIn makes the alarm ring d from now for the stream's end.

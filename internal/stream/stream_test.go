@@ -244,3 +244,30 @@ func TestServeReplay(t *testing.T) {
 		t.Fatalf("replayed data lengths %v", data)
 	}
 }
+
+// TestServeHeartbeatOnlyWhenSilent: events closer together than the
+// heartbeat put it off; it comes a heartbeat after the last of them.
+func TestServeHeartbeatOnlyWhenSilent(t *testing.T) {
+	protocols(t, func(t *testing.T, http2 bool) {
+		s := newServer(t, Config{Heartbeat: 150 * time.Millisecond}, http2, time.Time{})
+		_, rd := s.open(t, http.MethodGet)
+		lines(t, rd, 2)
+		for range 10 {
+			s.hub.Deliver("a", []byte("tick"))
+			time.Sleep(40 * time.Millisecond)
+		}
+		start := time.Now()
+		got := lines(t, rd, 3*10+2)
+		for _, l := range got[:30] {
+			if l == ":" {
+				t.Fatalf("a heartbeat among the events: %q", got)
+			}
+		}
+		if got[30] != ":" {
+			t.Fatalf("no heartbeat after the events: %q", got[30:])
+		}
+		if waited := time.Since(start); waited > time.Second {
+			t.Fatalf("heartbeat %v after the last event", waited)
+		}
+	})
+}
