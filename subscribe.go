@@ -79,15 +79,7 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 	s := stream.Stream{Sub: sub, Expires: expires, Channels: channels,
 		Done: func() { h.relay.hub.Unsubscribe(sub); release() }}
 
-	// Headers go out once the broker listens, so that whatever is
-	// published after the client got them reaches it.
-	wait := time.NewTimer(listenWait)
-	defer wait.Stop()
-	select {
-	case <-sub.Ready:
-	case <-wait.C:
-		h.logger.Warn("broker did not confirm listening in time; streaming anyway", zap.Strings("channels", channels))
-	case <-r.Context().Done():
+	if !h.awaitListening(r, sub.Ready, channels) {
 		abandon()
 		return nil
 	}
@@ -102,6 +94,29 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 	}
 	h.stream.Serve(w, r, s)
 	return nil
+}
+
+// awaitListening holds the headers until the broker listens, so that
+// whatever is published after the client got them reaches it, for at most
+// listenWait. It reports false when the client left meanwhile. Its timer
+// is stopped before the stream starts: on HTTP/2 and HTTP/3 this frame
+// lives as long as the stream.
+func (h *Handler) awaitListening(r *http.Request, ready <-chan struct{}, channels []string) bool {
+	select {
+	case <-ready:
+		return true
+	default:
+	}
+	wait := time.NewTimer(listenWait)
+	defer wait.Stop()
+	select {
+	case <-ready:
+	case <-wait.C:
+		h.logger.Warn("broker did not confirm listening in time; streaming anyway", zap.Strings("channels", channels))
+	case <-r.Context().Done():
+		return false
+	}
+	return true
 }
 
 // lastEventID is where the client resumes from: the Last-Event-ID header
