@@ -234,6 +234,15 @@ func (s *Subscription) startAtHead(ctx context.Context) error {
 // cachedSince takes from the rings the entries after the cursor of each
 // channel whose ring holds all of them, and names the channels whose ring
 // does not, with their positions.
+//
+// A cursor of one position for several channels needs one snapshot of
+// them all: once the stream is past an entry of one channel, a live entry
+// of another from before it would be taken as had, and dropped. The rings
+// are one snapshot (each got everything up to the last entry the broker's
+// reader handed over), and a read is one of its own, but rings and a read
+// together are not: the read goes further than the reader. So such a
+// stream takes the rings only when they hold all its channels, and
+// otherwise reads all its channels.
 func (h *Hub) cachedSince(channels []string, c *cursor) ([]entry, map[string]broker.Position) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -253,6 +262,12 @@ func (h *Hub) cachedSince(channels []string, c *cursor) ([]entry, map[string]bro
 		for i := n; i < len(out); i++ {
 			out[i].channel = ch
 		}
+	}
+	if c.global && len(channels) > 1 && len(missing) > 0 {
+		for _, ch := range channels {
+			missing[ch] = c.pos[ch]
+		}
+		return nil, missing
 	}
 	return out, missing
 }
