@@ -22,8 +22,11 @@ import (
 // channels on a log without one order (Redis), a position per channel in
 // the order of the channels' sorted names, joined by commas.
 
-// readPage is how many entries one read of a resume takes.
-const readPage = 1000
+// readPage is how many entries one read of a resume asks for. A read
+// that returns fewer has reached the end of the log; asking for one more
+// than the default replay (1,000) lets a resume that far behind learn so
+// from its one read, not from a second that finds nothing.
+const readPage = 1001
 
 // resumeTimeout bounds the reads of one resume.
 const resumeTimeout = 10 * time.Second

@@ -44,6 +44,18 @@ func (l *memLog) release() {
 	l.safe = len(l.entries)
 }
 
+// appendEntries logs n entries of channel, readable at once, with data
+// their position's Lo.
+func (l *memLog) appendEntries(channel string, n int) []broker.Entry {
+	var out []broker.Entry
+	for range n {
+		lo := uint64(len(l.entries) + 1)
+		out = append(out, l.add(channel, broker.Position{Hi: 1, Lo: lo}, fmt.Sprint(lo)))
+	}
+	l.release()
+	return out
+}
+
 func (l *memLog) Read(_ context.Context, after map[string]broker.Position, limit int) ([]broker.Entry, []string, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -101,6 +113,19 @@ func written(s *Subscription) []string {
 		}
 	}
 	return out
+}
+
+// TestResumeReadsTheLogOnce: a resume 1,000 events behind (the default
+// replay) gets them all from one read of the log, not from a second read
+// that finds nothing.
+func TestResumeReadsTheLogOnce(t *testing.T) {
+	l := &memLog{}
+	l.appendEntries("c", 1000)
+	h := New(newListener(), Options{Replay: 1000, Log: l})
+	s := resume(t, h, "0-0", "c")
+	if len(s.Backlog) != 1000 || l.readCount() != 1 {
+		t.Fatalf("%d events from %d reads, want 1000 from 1", len(s.Backlog), l.readCount())
+	}
 }
 
 // TestMultiChannelResumeOneSnapshot: on a log with one order, a stream of
