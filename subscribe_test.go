@@ -2,6 +2,7 @@ package sserelay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -509,6 +510,78 @@ func TestHistoryCommitOrder(t *testing.T) {
 		}
 		s.nothing(t, 300*time.Millisecond)
 	}
+}
+
+// TestHistoryCommitOrderFromTheRing: a resume that read the log leaves
+// what it read in the node's ring, and later resumes from as far back are
+// served from there with the same guarantee. Two transactions commit in
+// the reverse order of their ids; a resume between the commits reads the
+// log (nothing is safe to read yet), a second one then is served from the
+// ring (nothing yet), and once both committed each stream gets both,
+// once, in order, as does a third resume after, from the ring; only the
+// first read the log.
+func TestHistoryCommitOrderFromTheRing(t *testing.T) {
+	url := historyBrokers(t)["postgres"]
+	load(t, historySite(url, ""))
+	ch := uniq("cor")
+	open := subscribe(t, "/a/"+ch)
+	post(t, "/a/"+ch, "before")
+	_, id := idOf(t, open)
+	ctx := context.Background()
+	first, second := pgConn(t), pgConn(t)
+	txA, _ := first.Begin(ctx)
+	txB, _ := second.Begin(ctx)
+	pgExec(t, first, `SELECT sse_relay.publish($1, 'a')`, ch)
+	pgExec(t, second, `SELECT sse_relay.publish($1, 'b')`, ch)
+	if err := txB.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	read := subscribe(t, "/b/"+ch, "Last-Event-ID", id)
+	read.nothing(t, 300*time.Millisecond)
+	backfills := historyBackfills(t)
+	fromRing := subscribe(t, "/b/"+ch, "Last-Event-ID", id)
+	fromRing.nothing(t, 300*time.Millisecond)
+	if err := txA.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*sseClient{read, fromRing} {
+		if a, b := s.next(t), s.next(t); a.Data != "a" || b.Data != "b" {
+			t.Fatalf("got %+v then %+v, want a then b", a, b)
+		}
+	}
+	after := subscribe(t, "/b/"+ch, "Last-Event-ID", id)
+	if a, b := after.next(t), after.next(t); a.Data != "a" || b.Data != "b" {
+		t.Fatalf("after both commits: got %+v then %+v, want a then b", a, b)
+	}
+	for _, s := range []*sseClient{read, fromRing, after} {
+		s.nothing(t, 300*time.Millisecond)
+	}
+	if n := historyBackfills(t); n != backfills {
+		t.Fatalf("%d more resumes read the log, want 0", n-backfills)
+	}
+}
+
+// historyBackfills is how many resumes read the log, on every relay.
+func historyBackfills(t *testing.T) int {
+	t.Helper()
+	_, body := adminGet(t, "/sse_relay/stats")
+	var stats struct {
+		Brokers []struct {
+			History *struct {
+				Backfills int `json:"backfills"`
+			} `json:"history"`
+		} `json:"brokers"`
+	}
+	if err := json.Unmarshal([]byte(body), &stats); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range stats.Brokers {
+		if b.History != nil {
+			n += b.History.Backfills
+		}
+	}
+	return n
 }
 
 // TestHistoryExpiredCursor: a cursor older than what the log keeps gets

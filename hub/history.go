@@ -1,8 +1,11 @@
 package hub
 
 import (
+	"container/heap"
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -179,6 +182,8 @@ func (s *Subscription) CatchUp(ctx context.Context) error {
 	cached, missing := h.cachedSince(s.channels, s.cursor)
 	var read []entry
 	if len(missing) > 0 {
+		listening := closed(s.Ready)
+		from := maps.Clone(missing)
 		var trimmed []string
 		var err error
 		read, trimmed, err = h.readLog(ctx, missing)
@@ -190,6 +195,9 @@ func (s *Subscription) CatchUp(ctx context.Context) error {
 			h.expired.Add(1)
 		}
 		h.backfills.Add(1)
+		if listening {
+			h.fill(s, from, read, trimmed)
+		}
 	}
 	all := append(cached, read...)
 	if h.opts.Log.GlobalOrder() {
@@ -241,11 +249,12 @@ func (s *Subscription) startAtHead(ctx context.Context) error {
 // A cursor of one position for several channels needs one snapshot of
 // them all: once the stream is past an entry of one channel, a live entry
 // of another from before it would be taken as had, and dropped. The rings
-// are one snapshot (each got everything up to the last entry the broker's
-// reader handed over), and a read is one of its own, but rings and a read
-// together are not: the read goes further than the reader. So such a
-// stream takes the rings only when they hold all its channels, and
-// otherwise reads all its channels.
+// are one snapshot up to the last entry the broker's reader handed over
+// (each got everything up to there), and a read is one of its own, but
+// rings and a read together are not, nor is a ring a resume filled past
+// the reader: a read goes further than the reader. So such a stream takes
+// the rings only when they hold all its channels and none gives it an
+// entry past the reader, and otherwise reads all its channels.
 func (h *Hub) cachedSince(channels []string, c *cursor) ([]entry, map[string]broker.Position) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -266,13 +275,60 @@ func (h *Hub) cachedSince(channels []string, c *cursor) ([]entry, map[string]bro
 			out[i].channel = ch
 		}
 	}
-	if c.global && len(channels) > 1 && len(missing) > 0 {
+	past := func(e entry) bool { return h.delivered.Less(e.pos) }
+	if c.global && len(channels) > 1 && (len(missing) > 0 || slices.ContainsFunc(out, past)) {
 		for _, ch := range channels {
 			missing[ch] = c.pos[ch]
 		}
 		return nil, missing
 	}
 	return out, missing
+}
+
+// fill puts what s read from the log after the positions from in the
+// rings of its channels, so that the next resume from as far back is
+// served from memory, without reading or decoding again. A ring then
+// holds every entry after the position, as the resume did: the read took
+// every entry after it up to where the log was safe to read, after s
+// subscribed and the broker listened, and everything after that reaches
+// the ring live since s subscribed. So a channel's ring is filled only
+// while it still holds all it got since s joined (nothing evicted, no
+// reset since), never for a channel the log has trimmed past the
+// position, and only when the resume read after the broker listened.
+func (h *Hub) fill(s *Subscription, from map[string]broker.Position, read []entry, trimmed []string) {
+	if h.opts.Replay <= 0 {
+		return
+	}
+	of := make(map[string][]entry, len(from))
+	for _, e := range read {
+		ch := e.channel
+		e.seq, e.channel = 0, "" // not delivered live: no sequence
+		of[ch] = append(of[ch], e)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch, p := range from {
+		t := h.topics[ch]
+		if t == nil || slices.Contains(trimmed, ch) {
+			continue
+		}
+		if _, in := t.subs[s]; !in || t.ring.evicted > s.joined || t.reset > s.joined {
+			continue
+		}
+		h.ringBytes += t.ring.fill(p, of[ch], h.opts.Replay)
+		heap.Fix(&h.rings, t.at)
+	}
+	h.capLocked()
+}
+
+// closed reports whether c is closed.
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // readLog reads every entry after the positions, a page at a time.

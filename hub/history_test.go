@@ -18,7 +18,11 @@ type memLog struct {
 	mu      sync.Mutex
 	entries []broker.Entry
 	safe    int
+	trimmed []string // what every read reports as trimmed past its position
 	reads   int
+	// during, when set, runs in each read after it took its entries, as
+	// the broker's reader would go on meanwhile.
+	during func()
 }
 
 // add logs an entry at pos, not readable until release.
@@ -58,7 +62,6 @@ func (l *memLog) appendEntries(channel string, n int) []broker.Entry {
 
 func (l *memLog) Read(_ context.Context, after map[string]broker.Position, limit int) ([]broker.Entry, []string, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.reads++
 	var out []broker.Entry
 	for _, e := range l.entries[:l.safe] {
@@ -66,7 +69,18 @@ func (l *memLog) Read(_ context.Context, after map[string]broker.Position, limit
 			out = append(out, e)
 		}
 	}
-	return out, nil, nil
+	var trimmed []string
+	for _, ch := range l.trimmed {
+		if _, ok := after[ch]; ok {
+			trimmed = append(trimmed, ch)
+		}
+	}
+	during := l.during
+	l.mu.Unlock()
+	if during != nil {
+		during()
+	}
+	return out, trimmed, nil
 }
 
 func (l *memLog) readCount() int {
@@ -128,28 +142,170 @@ func TestResumeReadsTheLogOnce(t *testing.T) {
 	}
 }
 
+// TestResumeFillsTheRing: what a resume read from the log stays in the
+// node's ring, so the next resume from as far back (or from anywhere
+// after) gets the same events from memory, the same bytes, without
+// reading the log again.
+func TestResumeFillsTheRing(t *testing.T) {
+	l := &memLog{}
+	l.appendEntries("c", 1000)
+	h := New(newListener(), Options{Replay: 1000, Log: l})
+	first := resume(t, h, "0-0", "c")
+	for _, cursor := range []string{"0-0", "1-500"} {
+		s := resume(t, h, cursor, "c")
+		want := first.Backlog
+		if cursor == "1-500" {
+			want = want[500:]
+		}
+		if l.readCount() != 1 || len(s.Backlog) != len(want) || &s.Backlog[0][0] != &want[0][0] {
+			t.Fatalf("resume from %s: %d events, %d reads; want the first resume's %d from 1 read",
+				cursor, len(s.Backlog), l.readCount(), len(want))
+		}
+	}
+}
+
+// TestFilledRingCommitOrder: two transactions log an event each and
+// commit in the reverse order of their positions. A resume between the
+// two commits reads nothing (the later position waits for the earlier
+// transaction) and fills the ring with that; a resume then, from the ring,
+// gets nothing yet; once both are delivered, each stream has both, once,
+// in order, and a resume from the ring afterwards gets both too. None of
+// the later resumes reads the log.
+func TestFilledRingCommitOrder(t *testing.T) {
+	l := &memLog{}
+	l.add("c", broker.Position{Hi: 5, Lo: 1}, "before")
+	l.release()
+	h := New(newListener(), Options{Replay: 100, Log: l})
+	a := l.add("c", broker.Position{Hi: 10, Lo: 3}, "a") // the transaction that commits last
+	b := l.add("c", broker.Position{Hi: 11, Lo: 2}, "b")
+
+	early := resume(t, h, "5-1", "c")
+	fromRing := resume(t, h, "5-1", "c")
+	if got := append(written(early), written(fromRing)...); len(got) != 0 || l.readCount() != 1 {
+		t.Fatalf("before the commit: %q from %d reads, want nothing from 1", got, l.readCount())
+	}
+	l.release() // a commits: the reader hands both over, in order
+	h.DeliverEntry(a)
+	h.DeliverEntry(b)
+	late := resume(t, h, "5-1", "c")
+	for name, s := range map[string]*Subscription{"early": early, "from the ring": fromRing, "late": late} {
+		if got := written(s); !slices.Equal(got, []string{"a", "b"}) {
+			t.Errorf("%s: %q, want a then b", name, got)
+		}
+	}
+	if l.readCount() != 1 {
+		t.Fatalf("%d reads of the log, want 1", l.readCount())
+	}
+}
+
+// TestFilledRingAheadOfTheReader: a resume can read entries the broker's
+// reader has not handed over yet; when it does, the ring keeps each once,
+// and a resume from the ring gets each once.
+func TestFilledRingAheadOfTheReader(t *testing.T) {
+	l := &memLog{}
+	es := l.appendEntries("c", 5)
+	h := New(newListener(), Options{Replay: 100, Log: l})
+	s := resume(t, h, "0-0", "c")
+	es = append(es, l.appendEntries("c", 1)...)
+	for _, e := range es[2:] { // the reader was at 1-2
+		h.DeliverEntry(e)
+	}
+	want := []string{"1", "2", "3", "4", "5", "6"}
+	if got := written(s); !slices.Equal(got, want) {
+		t.Fatalf("the stream that read: %q", got)
+	}
+	if held := h.ChannelStats()[0].Replay; held != 6 {
+		t.Fatalf("the ring holds %d entries, want 6", held)
+	}
+	if got := written(resume(t, h, "0-0", "c")); !slices.Equal(got, want) || l.readCount() != 1 {
+		t.Fatalf("from the ring: %q after %d reads, want %q after 1", got, l.readCount(), want)
+	}
+}
+
+// TestRingNotFilledAfterALoss: the ring is not filled when it cannot hold
+// everything after the cursor: it evicted an entry it got after the
+// resume subscribed, a reset came since, the log was trimmed past the
+// cursor, or the broker was not yet listening when the log was read. A
+// later resume then reads the log again, and gets every entry.
+func TestRingNotFilledAfterALoss(t *testing.T) {
+	for _, loss := range []string{"evicted", "reset", "trimmed", "not listening"} {
+		t.Run(loss, func(t *testing.T) {
+			l := &memLog{}
+			l.appendEntries("c", 2)
+			var lis Listener = newListener()
+			if loss == "not listening" {
+				lis = unconfirmed{newListener()}
+			}
+			h := New(lis, Options{Replay: 3, Log: l})
+			switch loss {
+			case "evicted":
+				// Four entries arrive while the read is out: the ring
+				// keeps three, so 1-3 is in neither the read nor the ring.
+				l.during = func() {
+					l.during = nil
+					for _, e := range l.appendEntries("c", 4) {
+						h.DeliverEntry(e)
+					}
+				}
+			case "reset":
+				l.during = func() {
+					l.during = nil
+					h.Reset([]string{"c"}, "expired")
+				}
+			case "trimmed":
+				l.trimmed = []string{"c"}
+			}
+			resume(t, h, "0-0", "c")
+			l.trimmed = nil
+			got := written(resume(t, h, "1-2", "c"))
+			if l.readCount() != 2 {
+				t.Fatalf("the second resume read the log %d times in all, want 2 (it got %q)", l.readCount(), got)
+			}
+			if loss == "evicted" && !slices.Equal(got, []string{"3", "4", "5", "6"}) {
+				t.Fatalf("after 1-2: %q", got)
+			}
+		})
+	}
+}
+
+// unconfirmed is a listener whose broker never confirms listening.
+type unconfirmed struct{ *listener }
+
+func (u unconfirmed) Listen(ch string) <-chan struct{} {
+	u.listener.Listen(ch)
+	return make(chan struct{})
+}
+
 // TestMultiChannelResumeOneSnapshot: on a log with one order, a stream of
 // several channels has one position, so what it resumes must be one
 // snapshot of all its channels: the log's entries of all of them up to
 // some position, and everything after live. One channel's ring holds
 // what the broker's reader handed over (a1); the other channel's entries
-// come from a read that went further (b1, b2) than the reader, whose a2
-// is still to come. Served that way, the stream's position would pass a2
-// before a2 arrived live, and a2 would be dropped as already had.
+// come from a read, or from a ring a resume filled from one, that went
+// further (b1, b2) than the reader, whose a2 is still to come. Served
+// that way, the stream's position would pass a2 before a2 arrived live,
+// and a2 would be dropped as already had.
 func TestMultiChannelResumeOneSnapshot(t *testing.T) {
-	l := &memLog{}
-	h := New(newListener(), Options{Replay: 100, Log: l})
-	open, _ := h.Subscribe([]string{"a"}, "", 16)
-	a1 := l.add("a", broker.Position{Hi: 1, Lo: 1}, "a1")
-	l.add("b", broker.Position{Hi: 1, Lo: 2}, "b1")
-	a2 := l.add("a", broker.Position{Hi: 1, Lo: 3}, "a2")
-	l.add("b", broker.Position{Hi: 1, Lo: 4}, "b2")
-	l.release()
-	h.DeliverEntry(a1) // the reader is at 1-1
-	s := resume(t, h, "1-1", "a", "b")
-	h.DeliverEntry(a2) // the reader goes on
-	if got := written(s); !slices.Equal(got, []string{"b1", "a2", "b2"}) {
-		t.Fatalf("resumed a and b from 1-1: %q, want b1 a2 b2", got)
+	for _, bFrom := range []string{"a read", "a filled ring"} {
+		t.Run(bFrom, func(t *testing.T) {
+			l := &memLog{}
+			h := New(newListener(), Options{Replay: 100, Log: l})
+			open, _ := h.Subscribe([]string{"a"}, "", 16)
+			a1 := l.add("a", broker.Position{Hi: 1, Lo: 1}, "a1")
+			l.add("b", broker.Position{Hi: 1, Lo: 2}, "b1")
+			a2 := l.add("a", broker.Position{Hi: 1, Lo: 3}, "a2")
+			l.add("b", broker.Position{Hi: 1, Lo: 4}, "b2")
+			l.release()
+			h.DeliverEntry(a1) // the reader is at 1-1
+			if bFrom == "a filled ring" {
+				resume(t, h, "0-0", "b")
+			}
+			s := resume(t, h, "1-1", "a", "b")
+			h.DeliverEntry(a2) // the reader goes on
+			if got := written(s); !slices.Equal(got, []string{"b1", "a2", "b2"}) {
+				t.Fatalf("resumed a and b from 1-1: %q, want b1 a2 b2", got)
+			}
+			h.Unsubscribe(open)
+		})
 	}
-	h.Unsubscribe(open)
 }

@@ -84,6 +84,11 @@ type Hub struct {
 	expired   atomic.Uint64 // resumes from a position the log no longer holds
 	resetsMu  sync.Mutex
 	resets    map[string]uint64 // reset events made, by reason
+
+	// delivered is, with history, the position of the last entry the
+	// broker's reader handed over: on a log with one order, it has handed
+	// over every entry of the channels listened to up to there.
+	delivered broker.Position
 }
 
 type topic struct {
@@ -108,6 +113,10 @@ type topic struct {
 	// streamed is set once a stream of the channel ran: only then does
 	// it linger.
 	streamed bool
+	// reset is the hub sequence of the channel's last reset: with
+	// history it is not kept in the ring, which from then on lacks what
+	// the reset says was lost.
+	reset uint64
 }
 
 // ringHeap orders topics by the bytes their rings hold, largest first, so
@@ -178,6 +187,9 @@ type Subscription struct {
 	// a cursor. Used by CatchUp, then only by the writer, through Append.
 	cursor        *cursor
 	cursorProblem []*Frame
+	// joined is the hub sequence when the subscription was registered:
+	// every frame after it reached it live.
+	joined uint64
 }
 
 // Wake has a value when frames are pending; then call Take.
@@ -291,6 +303,7 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 		s.Backlog = h.replayLocked(channels, lastEventID)
 	}
 	s.Ready = all(readies)
+	s.joined = h.seq
 	return s, nil
 }
 
@@ -532,6 +545,9 @@ func (h *Hub) frameLocked(t *topic, ev *Event, reset []byte, at time.Time) *Fram
 	if h.opts.Replay > 0 && keep {
 		h.keepLocked(t, entry{seq: h.seq, id: id, frame: frame})
 	}
+	if reset != nil {
+		t.reset = h.seq
+	}
 	return &Frame{Bytes: frame, At: at}
 }
 
@@ -539,6 +555,9 @@ func (h *Hub) frameLocked(t *topic, ev *Event, reset []byte, at time.Time) *Fram
 // cache of a resume.
 func (h *Hub) emitEntry(channel string, e entry, at time.Time) {
 	h.mu.Lock()
+	if h.delivered.Less(e.pos) {
+		h.delivered = e.pos
+	}
 	t := h.topics[channel]
 	if t == nil {
 		h.mu.Unlock()
@@ -546,7 +565,7 @@ func (h *Hub) emitEntry(channel string, e entry, at time.Time) {
 	}
 	h.seq++
 	e.seq, e.channel = h.seq, ""
-	if h.opts.Replay > 0 {
+	if h.opts.Replay > 0 && t.ring.admits(e.pos) {
 		h.keepLocked(t, e)
 	}
 	h.fanOutLocked(t, []*Frame{{Bytes: e.frame, At: at, Channel: channel, Pos: e.pos, IDLen: e.idLen}})
@@ -582,6 +601,12 @@ func (t *topic) subscribersLocked() []*Subscription {
 func (h *Hub) keepLocked(t *topic, e entry) {
 	h.ringBytes += t.ring.push(e, h.opts.Replay)
 	heap.Fix(&h.rings, t.at)
+	h.capLocked()
+}
+
+// capLocked evicts the oldest frames of the largest rings while all of
+// them hold more than MaxReplayBytes.
+func (h *Hub) capLocked() {
 	for h.opts.MaxReplayBytes > 0 && h.ringBytes > h.opts.MaxReplayBytes {
 		freed := h.rings[0].ring.popOldest()
 		if freed == 0 {

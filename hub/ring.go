@@ -22,6 +22,10 @@ type ring struct {
 	n       int    // entries held
 	evicted uint64 // highest seq pushed out; a resume from before it has a gap
 	bytes   int    // frame bytes held
+	// With history: when hasFrom, the ring holds every log entry of its
+	// channel after from (set by a fill from the log, or by an eviction).
+	from    broker.Position
+	hasFrom bool
 }
 
 // push appends e, evicting the oldest entry when limit are held. It
@@ -61,7 +65,11 @@ func (r *ring) popOldest() int {
 	}
 	old := &r.buf[r.head]
 	freed := len(old.frame)
-	r.evicted = old.seq
+	r.evicted = max(r.evicted, old.seq)
+	if !old.pos.IsZero() {
+		// What was after the oldest entry is still held.
+		r.from, r.hasFrom = old.pos, true
+	}
 	*old = entry{}
 	r.head = (r.head + 1) % len(r.buf)
 	r.n--
@@ -96,24 +104,73 @@ func (r *ring) len() int { return r.n }
 
 // since appends the log entries after p to dst, oldest first, and reports
 // whether the ring holds every log entry after p: its oldest is at or
-// before p (the broker hands the hub every entry after the first). On
-// false dst is as it was.
+// before p (the broker hands the hub every entry after the first), or a
+// fill or an eviction left it holding everything after a position at or
+// before p. On false dst is as it was.
 func (r *ring) since(p broker.Position, dst []entry) ([]entry, bool) {
-	first := true
+	held := r.hasFrom && !p.Less(r.from)
+	for i := 0; i < r.n && !held; i++ {
+		if e := r.at(i); !e.pos.IsZero() {
+			held = !p.Less(e.pos)
+			break
+		}
+	}
+	if !held {
+		return dst, false
+	}
 	for i := 0; i < r.n; i++ {
-		e := r.at(i)
-		if e.pos.IsZero() {
-			continue
-		}
-		if first {
-			first = false
-			if p.Less(e.pos) {
-				return dst, false
-			}
-		}
-		if p.Less(e.pos) {
+		if e := r.at(i); !e.pos.IsZero() && p.Less(e.pos) {
 			dst = append(dst, *e)
 		}
 	}
-	return dst, !first
+	return dst, true
+}
+
+// admits reports whether a log entry at pos, delivered live, is new to
+// the ring: a fill may already hold it, read from the log before the
+// broker's reader got to it. The reader hands entries over in position
+// order, so one at or before the newest held is one the ring has, or one
+// from before everything the ring vouches for.
+func (r *ring) admits(pos broker.Position) bool {
+	return r.n == 0 || r.at(r.n-1).pos.Less(pos)
+}
+
+// fill merges entries of the ring's channel read from the log after p
+// (in position order) into the ring, in position order and each once,
+// keeping the newest limit, and records that it holds every log entry
+// after p. The caller vouches for that (Hub.fill). It returns the change
+// in bytes held.
+func (r *ring) fill(p broker.Position, read []entry, limit int) int {
+	merged := make([]entry, 0, r.n+len(read))
+	i := 0
+	for k := 0; k < r.n; k++ {
+		e := *r.at(k)
+		for i < len(read) && read[i].pos.Less(e.pos) {
+			merged = append(merged, read[i])
+			i++
+		}
+		if i < len(read) && read[i].pos == e.pos {
+			i++
+		}
+		merged = append(merged, e)
+	}
+	merged = append(merged, read[i:]...)
+	if !r.hasFrom || p.Less(r.from) {
+		r.from, r.hasFrom = p, true
+	}
+	if over := len(merged) - limit; over > 0 {
+		for _, e := range merged[:over] {
+			r.evicted = max(r.evicted, e.seq)
+		}
+		if last := merged[over-1].pos; r.from.Less(last) {
+			r.from = last
+		}
+		merged = merged[over:]
+	}
+	before := r.bytes
+	r.buf, r.head, r.n, r.bytes = merged, 0, len(merged), 0
+	for _, e := range merged {
+		r.bytes += len(e.frame)
+	}
+	return r.bytes - before
 }
