@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -182,11 +183,9 @@ func (s *Subscription) CatchUp(ctx context.Context) error {
 	cached, missing := h.cachedSince(s.channels, s.cursor)
 	var read []entry
 	if len(missing) > 0 {
-		listening := closed(s.Ready)
-		from := maps.Clone(missing)
 		var trimmed []string
 		var err error
-		read, trimmed, err = h.readLog(ctx, missing)
+		read, trimmed, err = h.readShared(ctx, s, missing)
 		if err != nil {
 			return errors.Join(ErrLog, err)
 		}
@@ -195,9 +194,6 @@ func (s *Subscription) CatchUp(ctx context.Context) error {
 			h.expired.Add(1)
 		}
 		h.backfills.Add(1)
-		if listening {
-			h.fill(s, from, read, trimmed)
-		}
 	}
 	all := append(cached, read...)
 	if h.opts.Log.GlobalOrder() {
@@ -285,16 +281,87 @@ func (h *Hub) cachedSince(channels []string, c *cursor) ([]entry, map[string]bro
 	return out, missing
 }
 
+// flight is a read of the log that resumes of the same channels from the
+// same positions share.
+type flight struct {
+	after   uint64 // the hub's registrations when it started
+	done    chan struct{}
+	joiners int // resumes waiting for it besides its own
+	read    []entry
+	trimmed []string
+	err     error
+}
+
+// readShared reads the log after the positions for s, or takes the read
+// that a resume of the same channels from the same positions has out. A
+// read serves a resume only if it started after the resume subscribed and
+// the broker listened, as its own read would: then what the read does not
+// reach reaches it live. Ten streams resuming together from the same
+// place read and decode the log once, not ten times. The read s makes
+// fills the rings.
+func (h *Hub) readShared(ctx context.Context, s *Subscription, after map[string]broker.Position) ([]entry, []string, error) {
+	if !closed(s.Ready) {
+		return h.readLog(ctx, after) // the broker did not confirm listening: alone, and no fill
+	}
+	key := flightKey(after)
+	h.mu.Lock()
+	if f := h.flights[key]; f != nil && f.after >= s.order {
+		f.joiners++
+		h.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.read, f.trimmed, f.err
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+	f := &flight{after: h.joins, done: make(chan struct{})}
+	if h.flights == nil {
+		h.flights = map[string]*flight{}
+	}
+	h.flights[key] = f
+	h.mu.Unlock()
+
+	from := maps.Clone(after)
+	// Others may wait for this read: s's client leaving must not end it.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resumeTimeout)
+	f.read, f.trimmed, f.err = h.readLog(rctx, after)
+	cancel()
+	if f.err == nil {
+		h.fill(s, from, f.read, f.trimmed)
+	}
+	h.mu.Lock()
+	if h.flights[key] == f {
+		delete(h.flights, key)
+	}
+	h.mu.Unlock()
+	close(f.done)
+	return f.read, f.trimmed, f.err
+}
+
+// flightKey names channels and their positions.
+func flightKey(after map[string]broker.Position) string {
+	var b strings.Builder
+	for _, ch := range slices.Sorted(maps.Keys(after)) {
+		b.WriteString(strconv.Itoa(len(ch)))
+		b.WriteByte(':')
+		b.WriteString(ch)
+		b.WriteString(after[ch].String())
+		b.WriteByte(',')
+	}
+	return b.String()
+}
+
 // fill puts what s read from the log after the positions from in the
 // rings of its channels, so that the next resume from as far back is
 // served from memory, without reading or decoding again. A ring then
 // holds every entry after the position, as the resume did: the read took
 // every entry after it up to where the log was safe to read, after s
-// subscribed and the broker listened, and everything after that reaches
-// the ring live since s subscribed. So a channel's ring is filled only
-// while it still holds all it got since s joined (nothing evicted, no
-// reset since), never for a channel the log has trimmed past the
-// position, and only when the resume read after the broker listened.
+// subscribed and the broker listened (readShared), and everything after
+// that reaches the ring live since s subscribed. So a channel's ring is
+// filled only while it still holds all it got since s joined (nothing
+// evicted, no reset since), and never for a channel the log has trimmed
+// past the position.
 func (h *Hub) fill(s *Subscription, from map[string]broker.Position, read []entry, trimmed []string) {
 	if h.opts.Replay <= 0 {
 		return

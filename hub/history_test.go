@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sse-relay/caddy-sse-relay/broker"
 )
@@ -307,5 +308,73 @@ func TestMultiChannelResumeOneSnapshot(t *testing.T) {
 			}
 			h.Unsubscribe(open)
 		})
+	}
+}
+
+// TestConcurrentResumesShareARead: resumes of the same channel from the
+// same cursor that come while a read of the log is out take that read
+// instead of their own, each getting everything once; a stream that
+// subscribed after the read started does not (the reader may have handed
+// over, before it subscribed, an entry the read did not see), and reads
+// for itself.
+func TestConcurrentResumesShareARead(t *testing.T) {
+	l := &memLog{}
+	l.appendEntries("c", 999)
+	gate := make(chan struct{})
+	l.during = func() { <-gate }
+	h := New(newListener(), Options{Log: l}) // no ring to fill: every resume reads or shares
+	var subs []*Subscription
+	for range 3 {
+		s, _ := h.Subscribe([]string{"c"}, "0-0", 16)
+		subs = append(subs, s)
+	}
+	var wg sync.WaitGroup
+	catchUp := func(s *Subscription) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.CatchUp(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	joiners := func() int {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		n := 0
+		for _, f := range h.flights {
+			n += f.joiners
+		}
+		return n
+	}
+	catchUp(subs[0])
+	waitFor("the first read", func() bool { return l.readCount() == 1 })
+	catchUp(subs[1])
+	catchUp(subs[2])
+	waitFor("two resumes to join it", func() bool { return joiners() == 2 })
+
+	// The reader hands over an entry the read did not see, then a
+	// fourth stream subscribes.
+	h.DeliverEntry(l.appendEntries("c", 1)[0])
+	late, _ := h.Subscribe([]string{"c"}, "0-0", 16)
+	catchUp(late)
+	waitFor("the late stream's own read", func() bool { return l.readCount() == 2 })
+	close(gate)
+	wg.Wait()
+	for i, s := range append(subs, late) {
+		if got := written(s); len(got) != 1000 || got[0] != "1" || got[999] != "1000" {
+			t.Errorf("stream %d got %d events (%q … %q), want 1 to 1000", i, len(got), got[0], got[len(got)-1])
+		}
+	}
+	if l.readCount() != 2 {
+		t.Fatalf("%d reads, want 2", l.readCount())
 	}
 }

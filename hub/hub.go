@@ -85,6 +85,11 @@ type Hub struct {
 	resetsMu  sync.Mutex
 	resets    map[string]uint64 // reset events made, by reason
 
+	// joins counts subscriptions registered; flights are the reads of the
+	// log that resumes share, by channels and positions (history.go).
+	joins   uint64
+	flights map[string]*flight
+
 	// delivered is, with history, the position of the last entry the
 	// broker's reader handed over: on a log with one order, it has handed
 	// over every entry of the channels listened to up to there.
@@ -188,8 +193,10 @@ type Subscription struct {
 	cursor        *cursor
 	cursorProblem []*Frame
 	// joined is the hub sequence when the subscription was registered:
-	// every frame after it reached it live.
+	// every frame after it reached it live. order is its place among the
+	// hub's registrations.
 	joined uint64
+	order  uint64
 }
 
 // Wake has a value when frames are pending; then call Take.
@@ -303,7 +310,8 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 		s.Backlog = h.replayLocked(channels, lastEventID)
 	}
 	s.Ready = all(readies)
-	s.joined = h.seq
+	h.joins++
+	s.joined, s.order = h.seq, h.joins
 	return s, nil
 }
 
