@@ -35,22 +35,29 @@ const readPage = 1001
 // resumeTimeout bounds the reads of one resume.
 const resumeTimeout = 10 * time.Second
 
-// cursor is a stream's place in its channels' logs.
+// cursor is a stream's place in its channels' logs: one position for
+// every channel (global), or one per channel.
 type cursor struct {
-	global bool // one position for every channel
-	pos    map[string]broker.Position
+	global bool
+	at     broker.Position            // when global
+	pos    map[string]broker.Position // when not
 }
 
 // parseCursor reads a Last-Event-ID as a cursor of channels, or reports
 // false.
 func parseCursor(id string, channels []string, global bool) (cursor, bool) {
-	c := cursor{global: global, pos: make(map[string]broker.Position, len(channels))}
+	c := cursor{global: global}
 	parts := strings.Split(id, ",")
 	if len(parts) == 1 {
 		p, err := broker.ParsePosition(parts[0])
 		if err != nil {
 			return c, false
 		}
+		if global {
+			c.at = p
+			return c, true
+		}
+		c.pos = make(map[string]broker.Position, len(channels))
 		for _, ch := range channels {
 			c.pos[ch] = p
 		}
@@ -59,6 +66,7 @@ func parseCursor(id string, channels []string, global bool) (cursor, bool) {
 	if global || len(parts) != len(channels) {
 		return c, false
 	}
+	c.pos = make(map[string]broker.Position, len(channels))
 	for i, ch := range sorted(channels) {
 		p, err := broker.ParsePosition(parts[i])
 		if err != nil {
@@ -67,6 +75,14 @@ func parseCursor(id string, channels []string, global bool) (cursor, bool) {
 		c.pos[ch] = p
 	}
 	return c, true
+}
+
+// of is c's position in channel.
+func (c *cursor) of(channel string) broker.Position {
+	if c.global {
+		return c.at
+	}
+	return c.pos[channel]
 }
 
 // simple reports whether one position says all of c: the frame's own id
@@ -79,24 +95,20 @@ func (c *cursor) appendID(dst []byte, channels []string) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = append(dst, c.pos[ch].String()...)
+		dst = append(dst, c.of(ch).String()...)
 	}
 	return dst
 }
 
 // admit moves c past an entry of channel at pos, or reports false when c
-// is already there (the stream had it).
+// is already there (the stream had it). Called for every frame a stream
+// writes: no map to walk for a global cursor.
 func (c *cursor) admit(channel string, pos broker.Position) bool {
 	if c.global {
-		for _, p := range c.pos {
-			if !p.Less(pos) {
-				return false
-			}
-			break
+		if !c.at.Less(pos) {
+			return false
 		}
-		for ch := range c.pos {
-			c.pos[ch] = pos
-		}
+		c.at = pos
 		return true
 	}
 	if p, ok := c.pos[channel]; ok && !p.Less(pos) {
@@ -196,18 +208,33 @@ func (s *Subscription) CatchUp(ctx context.Context) error {
 		h.backfills.Add(1)
 	}
 	all := append(cached, read...)
-	if h.opts.Log.GlobalOrder() {
-		sort.SliceStable(all, func(i, j int) bool { return all[i].pos.Less(all[j].pos) })
+	if h.opts.Log.GlobalOrder() && !slices.IsSortedFunc(all, byPos) {
+		slices.SortStableFunc(all, byPos)
 	}
-	for i := range all {
-		frames = append(frames, &Frame{Bytes: all[i].frame, Channel: all[i].channel, Pos: all[i].pos, IDLen: all[i].idLen})
-	}
+	s.Backlog = slices.Grow(s.Backlog, len(frames)+len(all))
 	for _, f := range frames {
 		if b := s.backlogBytes(f); len(b) > 0 {
 			s.Backlog = append(s.Backlog, b)
 		}
 	}
+	for i := range all {
+		f := Frame{Bytes: all[i].frame, Channel: all[i].channel, Pos: all[i].pos, IDLen: all[i].idLen}
+		if b := s.backlogBytes(&f); len(b) > 0 {
+			s.Backlog = append(s.Backlog, b)
+		}
+	}
 	return nil
+}
+
+// byPos orders entries by position.
+func byPos(a, b entry) int {
+	switch {
+	case a.pos.Less(b.pos):
+		return -1
+	case b.pos.Less(a.pos):
+		return 1
+	}
+	return 0
 }
 
 // backlogBytes is Append for a frame of the backlog: the frame's own bytes
@@ -261,10 +288,10 @@ func (h *Hub) cachedSince(channels []string, c *cursor) ([]entry, map[string]bro
 		n := len(out)
 		var ok bool
 		if t != nil {
-			out, ok = t.ring.since(c.pos[ch], out)
+			out, ok = t.ring.since(c.of(ch), out)
 		}
 		if !ok {
-			missing[ch] = c.pos[ch]
+			missing[ch] = c.of(ch)
 			continue
 		}
 		for i := n; i < len(out); i++ {
@@ -274,7 +301,7 @@ func (h *Hub) cachedSince(channels []string, c *cursor) ([]entry, map[string]bro
 	past := func(e entry) bool { return h.delivered.Less(e.pos) }
 	if c.global && len(channels) > 1 && (len(missing) > 0 || slices.ContainsFunc(out, past)) {
 		for _, ch := range channels {
-			missing[ch] = c.pos[ch]
+			missing[ch] = c.at
 		}
 		return nil, missing
 	}

@@ -623,3 +623,29 @@ func TestDeliverBatch(t *testing.T) {
 		t.Fatalf("refused %d, want 1", h.refused.Load())
 	}
 }
+
+// BenchmarkCatchUp1000FromTheRing: a resume 1,000 events behind that the
+// ring serves, as every resume after the first does once one read the
+// log (order, dedupe and the backlog, no read, no decode).
+func BenchmarkCatchUp1000FromTheRing(b *testing.B) {
+	var es []broker.Entry
+	for i := range 1000 {
+		es = append(es, broker.Entry{Channel: "c", Pos: broker.Position{Lo: uint64(i + 1)},
+			Payload: []byte(fmt.Sprintf(`{"data":"%d 1795649193133395982"}`, i))})
+	}
+	h := New(newListener(), Options{Replay: 1000, Log: fixedLog{es}})
+	first, _ := h.Subscribe([]string{"c"}, "0-0", 16)
+	if err := first.CatchUp(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		s, _ := h.Subscribe([]string{"c"}, "0-0", 16)
+		if err := s.CatchUp(context.Background()); err != nil || len(s.Backlog) != 1000 {
+			b.Fatal(err, len(s.Backlog))
+		}
+		h.Unsubscribe(s)
+	}
+	if st := h.Stats(); st.Backfills != 1 {
+		b.Fatalf("%d resumes read the log, want 1", st.Backfills)
+	}
+}

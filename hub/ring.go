@@ -1,6 +1,10 @@
 package hub
 
-import "github.com/sse-relay/caddy-sse-relay/broker"
+import (
+	"slices"
+
+	"github.com/sse-relay/caddy-sse-relay/broker"
+)
 
 // entry is one frame kept for replay. A reset marker has no id; an entry
 // of the log has its position, and its frame starts with an id line of
@@ -118,6 +122,7 @@ func (r *ring) since(p broker.Position, dst []entry) ([]entry, bool) {
 	if !held {
 		return dst, false
 	}
+	dst = slices.Grow(dst, r.n)
 	for i := 0; i < r.n; i++ {
 		if e := r.at(i); !e.pos.IsZero() && p.Less(e.pos) {
 			dst = append(dst, *e)
