@@ -2,6 +2,7 @@ package stream
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -132,11 +133,19 @@ const backlogChunk = 64 << 10
 // hundred resuming clients hold gigabytes.
 func (s *writer) writeOpening() error {
 	for {
-		for len(s.backlog) > 0 && len(s.buf) < backlogChunk {
-			s.buf = append(s.buf, s.backlog[0]...)
-			s.backlog[0] = nil
-			s.backlog = s.backlog[1:]
+		// Size the buffer for the chunk once, rather than growing it by
+		// doubling through a quarter of a megabyte of garbage per resume.
+		n, size := 0, len(s.buf)
+		for n < len(s.backlog) && size < backlogChunk {
+			size += len(s.backlog[n])
+			n++
 		}
+		s.buf = slices.Grow(s.buf, size-len(s.buf))
+		for _, f := range s.backlog[:n] {
+			s.buf = append(s.buf, f...)
+		}
+		clear(s.backlog[:n])
+		s.backlog = s.backlog[n:]
 		if err := s.flush(); err != nil {
 			return err
 		}
