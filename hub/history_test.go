@@ -378,3 +378,26 @@ func TestConcurrentResumesShareARead(t *testing.T) {
 		t.Fatalf("%d reads, want 2", l.readCount())
 	}
 }
+
+// TestResetEmptiesTheRing: with history, a reset says entries were lost
+// (the log was trimmed past what the broker's reader had, while it was
+// away), and the ring never got them: a resume from before the reset is
+// not served from the ring, which would skip the loss silently, but reads
+// the log, which tells.
+func TestResetEmptiesTheRing(t *testing.T) {
+	l := &memLog{}
+	h := New(newListener(), Options{Replay: 100, Log: l})
+	open, _ := h.Subscribe([]string{"c"}, "", 16)
+	for _, e := range l.appendEntries("c", 3) {
+		h.DeliverEntry(e)
+	}
+	h.Reset([]string{"c"}, "expired")
+	for _, e := range l.appendEntries("c", 2) {
+		h.DeliverEntry(e)
+	}
+	resume(t, h, "1-2", "c")
+	if l.readCount() != 1 {
+		t.Fatal("a resume from before the reset was served from the ring")
+	}
+	h.Unsubscribe(open)
+}

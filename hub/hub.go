@@ -555,6 +555,13 @@ func (h *Hub) frameLocked(t *topic, ev *Event, reset []byte, at time.Time) *Fram
 	}
 	if reset != nil {
 		t.reset = h.seq
+		if h.opts.Log != nil {
+			// The ring never got what the reset says was lost: it no
+			// longer holds everything after any position. A resume reads
+			// the log, which tells of the loss.
+			h.ringBytes -= t.ring.clear()
+			heap.Fix(&h.rings, t.at)
+		}
 	}
 	return &Frame{Bytes: frame, At: at}
 }

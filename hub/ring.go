@@ -81,6 +81,17 @@ func (r *ring) popOldest() int {
 	return freed
 }
 
+// clear drops every entry and what the ring vouched for, and returns the
+// bytes freed.
+func (r *ring) clear() int {
+	freed := r.bytes
+	for r.n > 0 {
+		r.popOldest()
+	}
+	r.from, r.hasFrom = broker.Position{}, false
+	return freed
+}
+
 func (r *ring) at(i int) *entry { return &r.buf[(r.head+i)%len(r.buf)] }
 
 // after appends the entries newer than seq to dst, oldest first.
