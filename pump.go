@@ -31,12 +31,20 @@ type pump struct {
 
 // pumped is one hand-over: a payload, an entry of the log, or a reset.
 type pumped struct {
+	kind    int
 	channel string
 	payload []byte
-	entry   *broker.Entry
+	entry   broker.Entry
 	reset   []string
 	reason  string
 }
+
+// The kinds of hand-over.
+const (
+	pumpedPayload = iota
+	pumpedEntry
+	pumpedReset
+)
 
 func newPump(h *hub.Hub, received *atomic.Uint64) *pump {
 	p := &pump{hub: h, received: received, in: make(chan pumped, pumpQueue),
@@ -47,16 +55,16 @@ func newPump(h *hub.Hub, received *atomic.Uint64) *pump {
 
 func (p *pump) Deliver(channel string, payload []byte) {
 	p.received.Add(1)
-	p.put(pumped{channel: channel, payload: payload})
+	p.put(pumped{kind: pumpedPayload, channel: channel, payload: payload})
 }
 
 func (p *pump) DeliverEntry(e broker.Entry) {
 	p.received.Add(1)
-	p.put(pumped{entry: &e})
+	p.put(pumped{kind: pumpedEntry, entry: e})
 }
 
 func (p *pump) Reset(channels []string, reason string) {
-	p.put(pumped{reset: channels, reason: reason})
+	p.put(pumped{kind: pumpedReset, reset: channels, reason: reason})
 }
 
 func (p *pump) put(x pumped) {
@@ -99,25 +107,37 @@ func (p *pump) run() {
 }
 
 // hand gives a batch to the hub in order: runs of payloads in one
-// DeliverBatch, entries and resets one by one between them.
+// DeliverBatch, runs of entries in one DeliverEntries, resets one by one
+// between them.
 func (p *pump) hand(batch []pumped) {
 	var msgs []hub.Message
-	for _, x := range batch {
-		if x.entry == nil && x.reset == nil {
-			msgs = append(msgs, hub.Message{Channel: x.channel, Payload: x.payload})
-			continue
-		}
+	var entries []broker.Entry
+	flush := func() {
 		if len(msgs) > 0 {
 			p.hub.DeliverBatch(msgs)
 			msgs = msgs[:0]
 		}
-		if x.entry != nil {
-			p.hub.DeliverEntry(*x.entry)
-		} else {
-			p.hub.Reset(x.reset, x.reason)
+		if len(entries) > 0 {
+			p.hub.DeliverEntries(entries)
+			entries = entries[:0]
 		}
 	}
-	if len(msgs) > 0 {
-		p.hub.DeliverBatch(msgs)
+	for _, x := range batch {
+		switch x.kind {
+		case pumpedEntry:
+			if len(msgs) > 0 {
+				flush()
+			}
+			entries = append(entries, x.entry)
+		case pumpedReset:
+			flush()
+			p.hub.Reset(x.reset, x.reason)
+		default:
+			if len(entries) > 0 {
+				flush()
+			}
+			msgs = append(msgs, hub.Message{Channel: x.channel, Payload: x.payload})
+		}
 	}
+	flush()
 }

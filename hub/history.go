@@ -130,13 +130,38 @@ func sorted(channels []string) []string {
 // DeliverEntry relays one entry of the log: its position is its id, so a
 // publisher's own id is dropped. Called by the broker's reader goroutine.
 func (h *Hub) DeliverEntry(e broker.Entry) {
+	h.DeliverEntries([]broker.Entry{e})
+}
+
+// DeliverEntries is DeliverEntry for entries read together, in order: a
+// run of one channel's entries reaches each subscriber in one offer and
+// one wake (see DeliverBatch).
+func (h *Hub) DeliverEntries(es []broker.Entry) {
 	at := time.Now()
-	ev, err := Decode(e.Payload)
-	if err != nil {
-		h.refuse(e.Channel, err)
-		return
+	for i := 0; i < len(es); {
+		j := i + 1
+		for j < len(es) && es[j].Channel == es[i].Channel {
+			j++
+		}
+		h.deliverEntryRun(es[i].Channel, es[i:j], at)
+		i = j
 	}
-	h.emitEntry(e.Channel, logEntry(&ev, e), at)
+}
+
+// deliverEntryRun relays entries of one channel.
+func (h *Hub) deliverEntryRun(channel string, es []broker.Entry, at time.Time) {
+	entries := make([]entry, 0, len(es))
+	for _, e := range es {
+		ev, err := Decode(e.Payload)
+		if err != nil {
+			h.refuse(channel, err)
+			continue
+		}
+		entries = append(entries, logEntry(&ev, e))
+	}
+	if len(entries) > 0 {
+		h.emitEntries(channel, entries, at)
+	}
 }
 
 // logEntry is e's ring entry: its frame opens with its position as id (a

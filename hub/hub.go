@@ -566,24 +566,30 @@ func (h *Hub) frameLocked(t *topic, ev *Event, reset []byte, at time.Time) *Fram
 	return &Frame{Bytes: frame, At: at}
 }
 
-// emitEntry is emit for an entry of the log, kept in the ring as the
-// cache of a resume.
-func (h *Hub) emitEntry(channel string, e entry, at time.Time) {
+// emitEntries is emit for entries of the log, one channel's, in position
+// order, kept in the ring as the cache of a resume.
+func (h *Hub) emitEntries(channel string, es []entry, at time.Time) {
 	h.mu.Lock()
-	if h.delivered.Less(e.pos) {
-		h.delivered = e.pos
+	for _, e := range es {
+		if h.delivered.Less(e.pos) {
+			h.delivered = e.pos
+		}
 	}
 	t := h.topics[channel]
 	if t == nil {
 		h.mu.Unlock()
 		return
 	}
-	h.seq++
-	e.seq, e.channel = h.seq, ""
-	if h.opts.Replay > 0 && t.ring.admits(e.pos) {
-		h.keepLocked(t, e)
+	frames := make([]*Frame, len(es))
+	for i, e := range es {
+		h.seq++
+		e.seq, e.channel = h.seq, ""
+		if h.opts.Replay > 0 && t.ring.admits(e.pos) {
+			h.keepLocked(t, e)
+		}
+		frames[i] = &Frame{Bytes: e.frame, At: at, Channel: channel, Pos: e.pos, IDLen: e.idLen}
 	}
-	h.fanOutLocked(t, []*Frame{{Bytes: e.frame, At: at, Channel: channel, Pos: e.pos, IDLen: e.idLen}})
+	h.fanOutLocked(t, frames)
 }
 
 // fanOutLocked offers frames to t's subscribers and lets h.mu go: the
