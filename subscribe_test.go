@@ -490,20 +490,10 @@ func TestHistoryCommitOrder(t *testing.T) {
 	open := subscribe(t, "/a/"+ch)
 	post(t, "/a/"+ch, "before")
 	_, id := idOf(t, open)
-	ctx := context.Background()
-	first, second := pgConn(t), pgConn(t)
-	txA, _ := first.Begin(ctx)
-	txB, _ := second.Begin(ctx)
-	pgExec(t, first, `SELECT sse_relay.publish($1, 'a')`, ch)
-	pgExec(t, second, `SELECT sse_relay.publish($1, 'b')`, ch)
-	if err := txB.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	commitA := reverseCommits(t, ch)
 	resumed := subscribe(t, "/b/"+ch, "Last-Event-ID", id)
 	resumed.nothing(t, 300*time.Millisecond)
-	if err := txA.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	commitA()
 	for _, s := range []*sseClient{open, resumed} {
 		if a, b := s.next(t), s.next(t); a.Data != "a" || b.Data != "b" {
 			t.Fatalf("got %+v then %+v, want a then b", a, b)
@@ -527,23 +517,13 @@ func TestHistoryCommitOrderFromTheRing(t *testing.T) {
 	open := subscribe(t, "/a/"+ch)
 	post(t, "/a/"+ch, "before")
 	_, id := idOf(t, open)
-	ctx := context.Background()
-	first, second := pgConn(t), pgConn(t)
-	txA, _ := first.Begin(ctx)
-	txB, _ := second.Begin(ctx)
-	pgExec(t, first, `SELECT sse_relay.publish($1, 'a')`, ch)
-	pgExec(t, second, `SELECT sse_relay.publish($1, 'b')`, ch)
-	if err := txB.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	commitA := reverseCommits(t, ch)
 	read := subscribe(t, "/b/"+ch, "Last-Event-ID", id)
 	read.nothing(t, 300*time.Millisecond)
 	backfills := historyBackfills(t)
 	fromRing := subscribe(t, "/b/"+ch, "Last-Event-ID", id)
 	fromRing.nothing(t, 300*time.Millisecond)
-	if err := txA.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	commitA()
 	for _, s := range []*sseClient{read, fromRing} {
 		if a, b := s.next(t), s.next(t); a.Data != "a" || b.Data != "b" {
 			t.Fatalf("got %+v then %+v, want a then b", a, b)
@@ -558,6 +538,27 @@ func TestHistoryCommitOrderFromTheRing(t *testing.T) {
 	}
 	if n := historyBackfills(t); n != backfills {
 		t.Fatalf("%d more resumes read the log, want 0", n-backfills)
+	}
+}
+
+// reverseCommits publishes a then b on ch through the log in two
+// transactions and commits b's; commitA commits a's, whose id is the
+// lower one.
+func reverseCommits(t *testing.T, ch string) (commitA func()) {
+	t.Helper()
+	ctx := context.Background()
+	first, second := pgConn(t), pgConn(t)
+	txA, _ := first.Begin(ctx)
+	txB, _ := second.Begin(ctx)
+	pgExec(t, first, `SELECT sse_relay.publish($1, 'a')`, ch)
+	pgExec(t, second, `SELECT sse_relay.publish($1, 'b')`, ch)
+	if err := txB.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := txA.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

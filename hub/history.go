@@ -138,14 +138,9 @@ func (h *Hub) DeliverEntry(e broker.Entry) {
 // one wake (see DeliverBatch).
 func (h *Hub) DeliverEntries(es []broker.Entry) {
 	at := time.Now()
-	for i := 0; i < len(es); {
-		j := i + 1
-		for j < len(es) && es[j].Channel == es[i].Channel {
-			j++
-		}
-		h.deliverEntryRun(es[i].Channel, es[i:j], at)
-		i = j
-	}
+	forRuns(es, func(e broker.Entry) string { return e.Channel }, func(channel string, run []broker.Entry) {
+		h.deliverEntryRun(channel, run, at)
+	})
 }
 
 // deliverEntryRun relays entries of one channel.

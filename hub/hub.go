@@ -477,12 +477,21 @@ type Message struct {
 // a stream.
 func (h *Hub) DeliverBatch(msgs []Message) {
 	at := time.Now()
-	for i := 0; i < len(msgs); {
+	forRuns(msgs, func(m Message) string { return m.Channel }, func(channel string, run []Message) {
+		h.deliverRun(channel, run, at)
+	})
+}
+
+// forRuns calls run for each stretch of consecutive items of one channel,
+// in order.
+func forRuns[T any](items []T, channel func(T) string, run func(channel string, items []T)) {
+	for i := 0; i < len(items); {
+		ch := channel(items[i])
 		j := i + 1
-		for j < len(msgs) && msgs[j].Channel == msgs[i].Channel {
+		for j < len(items) && channel(items[j]) == ch {
 			j++
 		}
-		h.deliverRun(msgs[i].Channel, msgs[i:j], at)
+		run(ch, items[i:j])
 		i = j
 	}
 }

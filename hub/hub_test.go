@@ -570,15 +570,21 @@ func (fixedLog) GlobalOrder() bool                                              
 func (fixedLog) Depth(context.Context) (broker.LogDepth, error)                     { return broker.LogDepth{}, nil }
 func (fixedLog) Check(context.Context) error                                        { return nil }
 
-// BenchmarkCatchUp1000: the hub's side of a resume 1,000 events behind
-// from the log (decode, frame, order, dedupe), without the read itself.
-func BenchmarkCatchUp1000(b *testing.B) {
+// entries1000 are 1,000 entries of channel c, as the load tool publishes
+// them.
+func entries1000() []broker.Entry {
 	var es []broker.Entry
 	for i := range 1000 {
 		es = append(es, broker.Entry{Channel: "c", Pos: broker.Position{Lo: uint64(i + 1)},
 			Payload: []byte(fmt.Sprintf(`{"data":"%d 1795649193133395982"}`, i))})
 	}
-	h := New(newListener(), Options{Replay: 1000, Log: fixedLog{es}})
+	return es
+}
+
+// BenchmarkCatchUp1000: the hub's side of a resume 1,000 events behind
+// from the log (decode, frame, order, dedupe), without the read itself.
+func BenchmarkCatchUp1000(b *testing.B) {
+	h := New(newListener(), Options{Replay: 1000, Log: fixedLog{entries1000()}})
 	for b.Loop() {
 		s, _ := h.Subscribe([]string{"c"}, "0-0", 16)
 		if err := s.CatchUp(context.Background()); err != nil || len(s.Backlog) != 1000 {
@@ -628,12 +634,7 @@ func TestDeliverBatch(t *testing.T) {
 // ring serves, as every resume after the first does once one read the
 // log (order, dedupe and the backlog, no read, no decode).
 func BenchmarkCatchUp1000FromTheRing(b *testing.B) {
-	var es []broker.Entry
-	for i := range 1000 {
-		es = append(es, broker.Entry{Channel: "c", Pos: broker.Position{Lo: uint64(i + 1)},
-			Payload: []byte(fmt.Sprintf(`{"data":"%d 1795649193133395982"}`, i))})
-	}
-	h := New(newListener(), Options{Replay: 1000, Log: fixedLog{es}})
+	h := New(newListener(), Options{Replay: 1000, Log: fixedLog{entries1000()}})
 	first, _ := h.Subscribe([]string{"c"}, "0-0", 16)
 	if err := first.CatchUp(context.Background()); err != nil {
 		b.Fatal(err)
