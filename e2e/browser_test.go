@@ -138,13 +138,7 @@ func checkProtocol(t *testing.T, b context.Context, p browserProtocol, streams [
 // every stream.
 func TestBrowser(t *testing.T) {
 	needChromium(t)
-	root, err := filepath.Abs("browser")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "node_modules/htmx-ext-sse/dist/sse.js")); err != nil {
-		t.Fatalf("htmx is not installed: run npm ci in e2e/browser (make deps does): %v", err)
-	}
+	root := browserRoot(t)
 	ctx := context.Background()
 	pg, err := pgx.Connect(ctx, servers.PG(t).URL())
 	if err != nil {
@@ -331,4 +325,18 @@ func waitJS(t *testing.T, ctx context.Context, expr string, limit time.Duration)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// browserRoot is e2e/browser, the pages the browser tests serve, with
+// htmx and its SSE extension installed under it.
+func browserRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("browser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "node_modules/htmx-ext-sse/dist/sse.js")); err != nil {
+		t.Fatalf("htmx is not installed: run npm ci in e2e/browser (make deps does): %v", err)
+	}
+	return root
 }

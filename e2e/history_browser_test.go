@@ -302,16 +302,10 @@ func (p *flakyProxy) seen() []streamRequest {
 // EventSource starts from now and they are missing.
 func TestBrowserHtmxResume(t *testing.T) {
 	needChromium(t)
-	root, err := filepath.Abs("browser")
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := browserRoot(t)
 	contrib, err := filepath.Abs("../contrib")
 	if err != nil {
 		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "node_modules/htmx-ext-sse/dist/sse.js")); err != nil {
-		t.Fatalf("htmx is not installed: run npm ci in e2e/browser (make deps does): %v", err)
 	}
 	ctx := context.Background()
 	pg, err := pgx.Connect(ctx, servers.PG(t).URL())
