@@ -19,9 +19,14 @@ import (
 // bytes.
 const tlsPublishKey = "test-publish-key-0123456789abcdef"
 
-// tlsSite is an sse_relay route whose streams a reload ends quickly.
+// tlsSite is an sse_relay route whose streams a reload ends quickly,
+// behind an access log and compression, which wrap the response.
 func tlsSite(heartbeat string) string {
-	return fmt.Sprintf(`	sse_relay /events/* {
+	return fmt.Sprintf(`	log {
+		output discard
+	}
+	encode zstd gzip
+	sse_relay /events/* {
 		publish_key %s
 		heartbeat %s
 		reload_close_window 200ms
@@ -29,8 +34,9 @@ func tlsSite(heartbeat string) string {
 }
 
 // TestTLSStreams: over HTTPS, as browsers use it, HTTP/3 and HTTP/2
-// (served through the response) and HTTP/1.1 (taken over as a TLS
-// connection) deliver events, end at a reload, and free their slot when the client
+// (written to the server's own response writer, under the log's and
+// encode's wrappers) and HTTP/1.1 (taken over as a TLS connection), not
+// compressed (no-transform), deliver events, end at a reload, and free their slot when the client
 // leaves.
 func TestTLSStreams(t *testing.T) {
 	n := startNodeOf(t, tlsSite("15s"), true)
@@ -53,13 +59,17 @@ func TestTLSStreams(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			client := &http.Client{Transport: c.tr}
 			defer c.tr.CloseIdleConnections()
-			s, err := sseclient.Open(client, n.base+"/events/tls", nil)
+			// Asked for explicitly, so that the client would not decode it.
+			s, err := sseclient.Open(client, n.base+"/events/tls", http.Header{"Accept-Encoding": {"gzip, zstd"}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer s.Close()
 			if resp := s.Response; resp.StatusCode != 200 || resp.ProtoMajor != c.major || resp.Header.Get("Content-Type") != "text/event-stream" {
 				t.Fatalf("%s %d %v", resp.Proto, resp.StatusCode, resp.Header)
+			}
+			if enc := s.Response.Header.Get("Content-Encoding"); enc != "" {
+				t.Fatalf("the stream is encoded: %s", enc)
 			}
 
 			publish(t, client, n.base+"/events/tls", "over "+c.name)
