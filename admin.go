@@ -142,19 +142,34 @@ func serveHealth(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errMethod}
 	}
 	status, body := http.StatusOK, map[string]any{"status": "ok"}
-	var down []string
-	for url, t := range brokerTotals() {
-		if !t.state.Connected {
-			down = append(down, url)
-		}
-	}
-	if len(down) > 0 {
-		sort.Strings(down)
+	if down := brokersDown(); len(down) > 0 {
 		status, body = http.StatusServiceUnavailable, map[string]any{"status": "broker down", "brokers_down": down}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	return json.NewEncoder(w).Encode(body)
+}
+
+// brokersDown lists, sorted, the brokers that are not connected; a broker
+// that several relays share is down when any of them is. It asks the
+// brokers nothing (the stats' log depth is a query): a health check must
+// answer at once, also while a broker is failing over.
+func brokersDown() []string {
+	up := map[string]bool{}
+	relays.Range(func(_, v any) bool {
+		r := v.(*relay)
+		was, seen := up[r.label]
+		up[r.label] = r.broker.State().Connected && (was || !seen)
+		return true
+	})
+	var down []string
+	for label, ok := range up {
+		if !ok {
+			down = append(down, label)
+		}
+	}
+	sort.Strings(down)
+	return down
 }
 
 var errMethod = errors.New("method not allowed")
