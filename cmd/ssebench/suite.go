@@ -428,15 +428,15 @@ func printTable(all map[string][]result) {
 		for i, name := range sc.metrics {
 			m := metrics[name]
 			rv, ov := median(relay, m.value), median(other, m.value)
-			ratio := 0.0
+			ratio := "relay only"
 			if ov != 0 {
-				ratio = rv / ov
+				ratio = fmt.Sprintf("%.2f×", rv/ov)
 			}
 			row := sc.name
 			if i > 0 {
 				row = ""
 			}
-			fmt.Fprintf(&b, "| %s | %.3g | %.3g | %.2f× (%s vs %s, median of %d; %s; relay broker connections %d) |\n",
+			fmt.Fprintf(&b, "| %s | %.3g | %.3g | %s (%s vs %s, median of %d; %s; relay broker connections %d) |\n",
 				row, rv, ov, ratio, m.unit, sc.other(), len(relay), delivered(relay, other), relay[0].BrokerConns)
 		}
 		if sc.publish == "redis-cluster" {
