@@ -229,181 +229,173 @@ func watchConnected(b Broker) (sawDown func() bool, stop func()) {
 // dead primary's channels get a reset and then live events, and the other
 // channels every event and no reset.
 func TestClusterFailover(t *testing.T) {
-	for _, history := range []bool{true, false} {
-		name := "live"
-		if history {
-			name = "history"
+	testsrv.WithAndWithoutHistory(t, func(t *testing.T, history bool) {
+		cl := servers.Cluster(t)
+		b, rec := openCluster(t, cl, history)
+		all, owner := spreadChannels(t, cl, fresh("fo"), 60)
+		// Two channels per primary.
+		var channels []string
+		per := map[*testsrv.Redis]int{}
+		for _, ch := range all {
+			if per[owner[ch]] < 2 {
+				per[owner[ch]]++
+				channels = append(channels, ch)
+			}
 		}
-		t.Run(name, func(t *testing.T) {
-			cl := servers.Cluster(t)
-			if err := cl.WaitHealthy(30 * time.Second); err != nil {
+		for _, ch := range channels {
+			waitReady(t, b.Listen(ch))
+		}
+		victim := owner[channels[0]]
+		slot := keySlot(channels[0])
+		rc := cl.Client()
+		defer rc.Close()
+		sawDown, stopWatch := watchConnected(b)
+		defer stopWatch()
+
+		const events = 400
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		var promoted *testsrv.Redis
+		var afterFailover int // the first event published once the replica took over
+		var relayBack int     // the first event published once the relay was connected again
+		for i := range events {
+			<-tick.C
+			if i == 100 {
+				if err := victim.Kill(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ch := channels[i%len(channels)]
+			data := fmt.Sprint(i)
+			publishUntil(t, rc, func(ctx context.Context) error {
+				if history {
+					return rc.FCall(ctx, "sse_relay_spublish", []string{RedisLogKey(ch)}, data, 1000, 0).Err()
+				}
+				return rc.SPublish(ctx, ch, data).Err()
+			})
+			if i >= 100 && promoted == nil {
+				if o, err := cl.Owner(slot); err == nil && o != victim {
+					promoted, afterFailover = o, i+1
+				}
+			}
+			if i >= 100 && relayBack == 0 && sawDown() && b.Connected() {
+				relayBack = i + 1
+			}
+		}
+		if promoted == nil {
+			var err error
+			if promoted, err = cl.WaitOwner(slot, victim, 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			var b Broker
-			var rec *recorder
-			if history {
-				b, rec = openHistory(t, cl.URL(), History{Count: 1000})
-			} else {
-				b, rec = open(t, cl.URL())
+			afterFailover = events
+		}
+		t.Logf("primary %s killed at event 100; %s serves its slots from event %d; the relay is connected again from event %d", victim.Addr(), promoted.Addr(), afterFailover, relayBack)
+		// Put the killed node back (it rejoins as a replica) for the
+		// tests that follow.
+		defer func() {
+			if err := victim.Start(); err != nil {
+				t.Fatal(err)
 			}
-			all, owner := spreadChannels(t, cl, fresh("fo"), 60)
-			// Two channels per primary.
-			var channels []string
-			per := map[*testsrv.Redis]int{}
-			for _, ch := range all {
-				if per[owner[ch]] < 2 {
-					per[owner[ch]]++
-					channels = append(channels, ch)
+		}()
+
+		if history {
+			// Every entry the streams hold, once, in order.
+			want := map[string][]string{}
+			total := 0
+			for _, ch := range channels {
+				msgs, err := rc.XRange(context.Background(), RedisLogKey(ch), "-", "+").Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, m := range msgs {
+					want[ch] = append(want[ch], m.ID+" "+m.Values["d"].(string))
+				}
+				total += len(msgs)
+			}
+			if total < events {
+				// An append the dead primary acknowledged but had not
+				// passed to its replica yet is gone: Redis replicates
+				// asynchronously. The relay cannot deliver it.
+				t.Logf("the streams hold %d of the %d events published", total, events)
+			}
+			rec.waitFor(t, "every entry", func() bool { return len(rec.got) >= total })
+			time.Sleep(200 * time.Millisecond) // room for a duplicate to show
+			rec.mu.Lock()
+			got := map[string][]string{}
+			for i, g := range rec.got {
+				ch, data, _ := strings.Cut(g, " ")
+				got[ch] = append(got[ch], rec.pos[i].String()+" "+data)
+			}
+			resets := rec.resets
+			rec.mu.Unlock()
+			for _, ch := range channels {
+				if strings.Join(got[ch], ",") != strings.Join(want[ch], ",") {
+					t.Fatalf("%s: got %d entries, the stream holds %d; got\n%v\nwant\n%v", ch, len(got[ch]), len(want[ch]), got[ch], want[ch])
+				}
+			}
+			if len(resets) > 0 {
+				t.Fatalf("resets %v", resets)
+			}
+		} else {
+			rec.waitFor(t, "the last event", func() bool { return rec.has(fmt.Sprintf("%s %d", channels[(events-1)%len(channels)], events-1)) })
+			time.Sleep(200 * time.Millisecond)
+			rec.mu.Lock()
+			got := map[string]int{}
+			for _, g := range rec.got {
+				got[g]++
+			}
+			resets := map[string]int{}
+			for _, ch := range rec.resets {
+				resets[ch]++
+			}
+			rec.mu.Unlock()
+			for i := range events {
+				ch := channels[i%len(channels)]
+				n := got[fmt.Sprintf("%s %d", ch, i)]
+				switch {
+				case n > 1:
+					t.Fatalf("%s got event %d %d times", ch, i, n)
+				// Without history, the dead primary's channels may miss
+				// what was published until the relay listened on the
+				// promoted replica (at least half a second after the
+				// takeover, more while the machine is busy); nothing
+				// after that.
+				case n == 0 && (owner[ch] != victim || i >= max(afterFailover+50, relayBack)):
+					t.Fatalf("%s (on %s) missed event %d", ch, owner[ch].Addr(), i)
 				}
 			}
 			for _, ch := range channels {
-				waitReady(t, b.Listen(ch))
+				if owner[ch] == victim && resets[ch] == 0 {
+					t.Fatalf("%s, on the dead primary, got no reset", ch)
+				}
+				if owner[ch] != victim && resets[ch] > 0 {
+					t.Fatalf("%s, on a live primary, got a reset", ch)
+				}
 			}
-			victim := owner[channels[0]]
-			slot := keySlot(channels[0])
-			rc := cl.Client()
-			defer rc.Close()
-			sawDown, stopWatch := watchConnected(b)
-			defer stopWatch()
+		}
+		if !sawDown() {
+			t.Fatal("the broker never said it was down while a shard holding listened channels was")
+		}
+		st := b.State()
+		if !st.Connected || len(st.Shards) != 3 {
+			t.Fatalf("state after the failover: %+v", st)
+		}
+		for _, s := range st.Shards {
+			if s.Addr == victim.Addr() || !s.Connected {
+				t.Fatalf("shard %+v after the failover", s)
+			}
+		}
+	})
+}
 
-			const events = 400
-			tick := time.NewTicker(10 * time.Millisecond)
-			defer tick.Stop()
-			var promoted *testsrv.Redis
-			var afterFailover int // the first event published once the replica took over
-			var relayBack int     // the first event published once the relay was connected again
-			for i := range events {
-				<-tick.C
-				if i == 100 {
-					if err := victim.Kill(); err != nil {
-						t.Fatal(err)
-					}
-				}
-				ch := channels[i%len(channels)]
-				data := fmt.Sprint(i)
-				publishUntil(t, rc, func(ctx context.Context) error {
-					if history {
-						return rc.FCall(ctx, "sse_relay_spublish", []string{RedisLogKey(ch)}, data, 1000, 0).Err()
-					}
-					return rc.SPublish(ctx, ch, data).Err()
-				})
-				if i >= 100 && promoted == nil {
-					if o, err := cl.Owner(slot); err == nil && o != victim {
-						promoted, afterFailover = o, i+1
-					}
-				}
-				if i >= 100 && relayBack == 0 && sawDown() && b.Connected() {
-					relayBack = i + 1
-				}
-			}
-			if promoted == nil {
-				var err error
-				if promoted, err = cl.WaitOwner(slot, victim, 10*time.Second); err != nil {
-					t.Fatal(err)
-				}
-				afterFailover = events
-			}
-			t.Logf("primary %s killed at event 100; %s serves its slots from event %d; the relay is connected again from event %d", victim.Addr(), promoted.Addr(), afterFailover, relayBack)
-			// Put the killed node back (it rejoins as a replica) for the
-			// tests that follow.
-			defer func() {
-				if err := victim.Start(); err != nil {
-					t.Fatal(err)
-				}
-				if err := cl.WaitHealthy(30 * time.Second); err != nil {
-					t.Fatal(err)
-				}
-			}()
-
-			if history {
-				// Every entry the streams hold, once, in order.
-				want := map[string][]string{}
-				total := 0
-				for _, ch := range channels {
-					msgs, err := rc.XRange(context.Background(), RedisLogKey(ch), "-", "+").Result()
-					if err != nil {
-						t.Fatal(err)
-					}
-					for _, m := range msgs {
-						want[ch] = append(want[ch], m.ID+" "+m.Values["d"].(string))
-					}
-					total += len(msgs)
-				}
-				if total < events {
-					// An append the dead primary acknowledged but had not
-					// passed to its replica yet is gone: Redis replicates
-					// asynchronously. The relay cannot deliver it.
-					t.Logf("the streams hold %d of the %d events published", total, events)
-				}
-				rec.waitFor(t, "every entry", func() bool { return len(rec.got) >= total })
-				time.Sleep(200 * time.Millisecond) // room for a duplicate to show
-				rec.mu.Lock()
-				got := map[string][]string{}
-				for i, g := range rec.got {
-					ch, data, _ := strings.Cut(g, " ")
-					got[ch] = append(got[ch], rec.pos[i].String()+" "+data)
-				}
-				resets := rec.resets
-				rec.mu.Unlock()
-				for _, ch := range channels {
-					if strings.Join(got[ch], ",") != strings.Join(want[ch], ",") {
-						t.Fatalf("%s: got %d entries, the stream holds %d; got\n%v\nwant\n%v", ch, len(got[ch]), len(want[ch]), got[ch], want[ch])
-					}
-				}
-				if len(resets) > 0 {
-					t.Fatalf("resets %v", resets)
-				}
-			} else {
-				rec.waitFor(t, "the last event", func() bool { return rec.has(fmt.Sprintf("%s %d", channels[(events-1)%len(channels)], events-1)) })
-				time.Sleep(200 * time.Millisecond)
-				rec.mu.Lock()
-				got := map[string]int{}
-				for _, g := range rec.got {
-					got[g]++
-				}
-				resets := map[string]int{}
-				for _, ch := range rec.resets {
-					resets[ch]++
-				}
-				rec.mu.Unlock()
-				for i := range events {
-					ch := channels[i%len(channels)]
-					n := got[fmt.Sprintf("%s %d", ch, i)]
-					switch {
-					case n > 1:
-						t.Fatalf("%s got event %d %d times", ch, i, n)
-					// Without history, the dead primary's channels may miss
-					// what was published until the relay listened on the
-					// promoted replica (at least half a second after the
-					// takeover, more while the machine is busy); nothing
-					// after that.
-					case n == 0 && (owner[ch] != victim || i >= max(afterFailover+50, relayBack)):
-						t.Fatalf("%s (on %s) missed event %d", ch, owner[ch].Addr(), i)
-					}
-				}
-				for _, ch := range channels {
-					if owner[ch] == victim && resets[ch] == 0 {
-						t.Fatalf("%s, on the dead primary, got no reset", ch)
-					}
-					if owner[ch] != victim && resets[ch] > 0 {
-						t.Fatalf("%s, on a live primary, got a reset", ch)
-					}
-				}
-			}
-			if !sawDown() {
-				t.Fatal("the broker never said it was down while a shard holding listened channels was")
-			}
-			st := b.State()
-			if !st.Connected || len(st.Shards) != 3 {
-				t.Fatalf("state after the failover: %+v", st)
-			}
-			for _, s := range st.Shards {
-				if s.Addr == victim.Addr() || !s.Connected {
-					t.Fatalf("shard %+v after the failover", s)
-				}
-			}
-		})
+// openCluster opens a broker on cl, with history (1,000 entries a
+// channel) or without.
+func openCluster(t *testing.T, cl *testsrv.RedisCluster, history bool) (Broker, *recorder) {
+	t.Helper()
+	if history {
+		return openHistory(t, cl.URL(), History{Count: 1000})
 	}
+	return open(t, cl.URL())
 }
 
 // channelInSlot is a fresh channel name whose slot is slot.
@@ -424,138 +416,119 @@ func channelInSlot(prefix string, slot int) string {
 // and no reset (the stream moves with its slot); without, a reset, then
 // live events.
 func TestClusterReshard(t *testing.T) {
-	for _, history := range []bool{true, false} {
-		name := "live"
-		if history {
-			name = "history"
+	testsrv.WithAndWithoutHistory(t, func(t *testing.T, history bool) {
+		cl := servers.Cluster(t)
+		b, rec := openCluster(t, cl, history)
+		shards, err := cl.Shards()
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Run(name, func(t *testing.T) {
-			cl := servers.Cluster(t)
-			if err := cl.WaitHealthy(30 * time.Second); err != nil {
-				t.Fatal(err)
-			}
-			var b Broker
-			var rec *recorder
-			if history {
-				b, rec = openHistory(t, cl.URL(), History{Count: 1000})
-			} else {
-				b, rec = open(t, cl.URL())
-			}
-			lowest, err := cl.LowestSlots()
-			if err != nil {
-				t.Fatal(err)
-			}
-			primaries, err := cl.Primaries()
-			if err != nil {
-				t.Fatal(err)
-			}
-			from, to := primaries[0], primaries[1]
-			slot := lowest[from]
-			ch := channelInSlot("resh", slot)
-			other := channelInSlot("stay", lowest[to])
-			waitReady(t, b.Listen(ch))
-			waitReady(t, b.Listen(other))
-			rc := cl.Client()
-			defer rc.Close()
+		from, to := shards[0].Primary, shards[1].Primary
+		slot := shards[0].Lowest
+		ch := channelInSlot("resh", slot)
+		other := channelInSlot("stay", shards[1].Lowest)
+		waitReady(t, b.Listen(ch))
+		waitReady(t, b.Listen(other))
+		rc := cl.Client()
+		defer rc.Close()
 
-			const events = 300
-			tick := time.NewTicker(10 * time.Millisecond)
-			defer tick.Stop()
-			var moved int
-			for i := range events {
-				<-tick.C
-				if i == 100 {
-					start := time.Now()
-					if err := cl.Reshard(slot, to); err != nil {
-						t.Fatal(err)
-					}
-					moved = i
-					t.Logf("slot %d of %s moved from %s to %s in %v", slot, ch, from.Addr(), to.Addr(), time.Since(start).Round(time.Millisecond))
+		const events = 300
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		var moved int
+		for i := range events {
+			<-tick.C
+			if i == 100 {
+				start := time.Now()
+				if err := cl.Reshard(slot, to); err != nil {
+					t.Fatal(err)
 				}
-				target, data := ch, fmt.Sprint(i)
-				if i%10 == 9 {
-					target = other
-				}
-				publishUntil(t, rc, func(ctx context.Context) error {
-					if history {
-						return rc.FCall(ctx, "sse_relay_spublish", []string{RedisLogKey(target)}, data, 1000, 0).Err()
-					}
-					return rc.SPublish(ctx, target, data).Err()
-				})
+				moved = i
+				t.Logf("slot %d of %s moved from %s to %s in %v", slot, ch, from.Addr(), to.Addr(), time.Since(start).Round(time.Millisecond))
 			}
-			if history {
-				want := map[string][]string{}
-				total := 0
-				for _, c := range []string{ch, other} {
-					msgs, err := rc.XRange(context.Background(), RedisLogKey(c), "-", "+").Result()
-					if err != nil {
-						t.Fatal(err)
-					}
-					for _, m := range msgs {
-						want[c] = append(want[c], m.ID+" "+m.Values["d"].(string))
-					}
-					total += len(msgs)
-				}
-				if total != events {
-					t.Fatalf("the streams hold %d of the %d events published", total, events)
-				}
-				rec.waitFor(t, "every entry", func() bool { return len(rec.got) >= total })
-				time.Sleep(200 * time.Millisecond)
-				rec.mu.Lock()
-				got := map[string][]string{}
-				for i, g := range rec.got {
-					c, data, _ := strings.Cut(g, " ")
-					got[c] = append(got[c], rec.pos[i].String()+" "+data)
-				}
-				resets := rec.resets
-				rec.mu.Unlock()
-				for _, c := range []string{ch, other} {
-					if strings.Join(got[c], ",") != strings.Join(want[c], ",") {
-						t.Fatalf("%s: got %d entries, the stream holds %d", c, len(got[c]), len(want[c]))
-					}
-				}
-				if len(resets) > 0 {
-					t.Fatalf("resets %v", resets)
-				}
-			} else {
-				last := fmt.Sprintf("%s %d", ch, events-2)
-				rec.waitFor(t, "the last event", func() bool { return rec.has(last) })
-				time.Sleep(200 * time.Millisecond)
-				rec.mu.Lock()
-				got := map[string]int{}
-				for _, g := range rec.got {
-					got[g]++
-				}
-				resets := slices.Clone(rec.resets)
-				rec.mu.Unlock()
-				if len(resets) != 1 || resets[0] != ch {
-					t.Fatalf("resets %v, want one for %s", resets, ch)
-				}
-				for i := range events {
-					c := ch
-					if i%10 == 9 {
-						c = other
-					}
-					n := got[fmt.Sprintf("%s %d", c, i)]
-					if n > 1 || (n == 0 && (c == other || i > moved+50)) {
-						t.Fatalf("%s got event %d %d times", c, i, n)
-					}
-				}
+			target, data := ch, fmt.Sprint(i)
+			if i%10 == 9 {
+				target = other
 			}
-			// The channel is subscribed on its new primary, and on it alone.
-			for _, p := range []*testsrv.Redis{from, to} {
-				n := redis.NewClient(&redis.Options{Addr: p.Addr()})
-				subs, err := n.PubSubShardNumSub(context.Background(), ch).Result()
-				n.Close()
+			publishUntil(t, rc, func(ctx context.Context) error {
+				if history {
+					return rc.FCall(ctx, "sse_relay_spublish", []string{RedisLogKey(target)}, data, 1000, 0).Err()
+				}
+				return rc.SPublish(ctx, target, data).Err()
+			})
+		}
+		if history {
+			want := map[string][]string{}
+			total := 0
+			for _, c := range []string{ch, other} {
+				msgs, err := rc.XRange(context.Background(), RedisLogKey(c), "-", "+").Result()
 				if err != nil {
 					t.Fatal(err)
 				}
-				if want := map[bool]int64{true: 1, false: 0}[p == to]; subs[ch] != want {
-					t.Fatalf("%s has %d subscribers of %s, want %d", p.Addr(), subs[ch], ch, want)
+				for _, m := range msgs {
+					want[c] = append(want[c], m.ID+" "+m.Values["d"].(string))
+				}
+				total += len(msgs)
+			}
+			if total != events {
+				t.Fatalf("the streams hold %d of the %d events published", total, events)
+			}
+			rec.waitFor(t, "every entry", func() bool { return len(rec.got) >= total })
+			time.Sleep(200 * time.Millisecond)
+			rec.mu.Lock()
+			got := map[string][]string{}
+			for i, g := range rec.got {
+				c, data, _ := strings.Cut(g, " ")
+				got[c] = append(got[c], rec.pos[i].String()+" "+data)
+			}
+			resets := rec.resets
+			rec.mu.Unlock()
+			for _, c := range []string{ch, other} {
+				if strings.Join(got[c], ",") != strings.Join(want[c], ",") {
+					t.Fatalf("%s: got %d entries, the stream holds %d", c, len(got[c]), len(want[c]))
 				}
 			}
-		})
-	}
+			if len(resets) > 0 {
+				t.Fatalf("resets %v", resets)
+			}
+		} else {
+			last := fmt.Sprintf("%s %d", ch, events-2)
+			rec.waitFor(t, "the last event", func() bool { return rec.has(last) })
+			time.Sleep(200 * time.Millisecond)
+			rec.mu.Lock()
+			got := map[string]int{}
+			for _, g := range rec.got {
+				got[g]++
+			}
+			resets := slices.Clone(rec.resets)
+			rec.mu.Unlock()
+			if len(resets) != 1 || resets[0] != ch {
+				t.Fatalf("resets %v, want one for %s", resets, ch)
+			}
+			for i := range events {
+				c := ch
+				if i%10 == 9 {
+					c = other
+				}
+				n := got[fmt.Sprintf("%s %d", c, i)]
+				if n > 1 || (n == 0 && (c == other || i > moved+50)) {
+					t.Fatalf("%s got event %d %d times", c, i, n)
+				}
+			}
+		}
+		// The channel is subscribed on its new primary, and on it alone.
+		for _, p := range []*testsrv.Redis{from, to} {
+			n := redis.NewClient(&redis.Options{Addr: p.Addr()})
+			subs, err := n.PubSubShardNumSub(context.Background(), ch).Result()
+			n.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]int64{true: 1, false: 0}[p == to]; subs[ch] != want {
+				t.Fatalf("%s has %d subscribers of %s, want %d", p.Addr(), subs[ch], ch, want)
+			}
+		}
+	})
 }
 
 // TestClusterMoved: a channel listened to right after its slot moved,
@@ -564,24 +537,17 @@ func TestClusterReshard(t *testing.T) {
 // on the new primary, well before its periodic read of the map.
 func TestClusterMoved(t *testing.T) {
 	cl := servers.Cluster(t)
-	if err := cl.WaitHealthy(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
 	b, rec, logs := openLogged(t, cl.URL())
 	waitReady(t, b.Listen(fresh("moved-first")))
-	lowest, err := cl.LowestSlots()
+	shards, err := cl.Shards()
 	if err != nil {
 		t.Fatal(err)
 	}
-	primaries, err := cl.Primaries()
-	if err != nil {
+	from, to := shards[2], shards[0]
+	if err := cl.Reshard(from.Lowest, to.Primary); err != nil {
 		t.Fatal(err)
 	}
-	from, to := primaries[2], primaries[0]
-	if err := cl.Reshard(lowest[from], to); err != nil {
-		t.Fatal(err)
-	}
-	ch := channelInSlot("moved", lowest[from])
+	ch := channelInSlot("moved", from.Lowest)
 	start := time.Now()
 	ready := b.Listen(ch)
 	select {
@@ -607,9 +573,6 @@ func TestClusterMoved(t *testing.T) {
 // the relay works but go-redis logs each refusal).
 func TestClusterLeastPrivilege(t *testing.T) {
 	cl := servers.Cluster(t)
-	if err := cl.WaitHealthy(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	acl := []any{"ACL", "SETUSER", "relaycluster", "reset", "on", ">cl-pw", "&*", "~sse-relay:*",
 		"+ssubscribe", "+sunsubscribe", "+spublish", "+ping", "+multi", "+exec", "+client|setname", "+cluster|slots", "+command",

@@ -99,9 +99,6 @@ func clusterShards(t *testing.T, n *node) []broker.ShardState {
 // connected, with the 30 channels between them.
 func TestClusterFanOut(t *testing.T) {
 	cl := servers.Cluster(t)
-	if err := cl.WaitHealthy(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
 	n := startNode(t, "broker "+cl.URL()+"\nheartbeat 0\nmax_connections_per_ip 5000")
 	channels, _ := clusterChannels(t, cl, "fan", 10)
 	streams := make([]*sseclient.Stream, 300)
@@ -279,143 +276,131 @@ func readThrough(t *testing.T, s *sseclient.Stream, done func([]sseclient.Event)
 // channels get a reset and then live events, the others every event and
 // no reset.
 func TestClusterFailover(t *testing.T) {
-	for _, history := range []bool{true, false} {
-		name := "live"
+	testsrv.WithAndWithoutHistory(t, func(t *testing.T, history bool) {
+		cl := servers.Cluster(t)
+		lines := "broker " + cl.URL() + "\nheartbeat 1s\nmax_connections_per_ip 5000"
 		if history {
-			name = "history"
+			lines += "\nhistory 1000"
 		}
-		t.Run(name, func(t *testing.T) {
-			cl := servers.Cluster(t)
-			if err := cl.WaitHealthy(30 * time.Second); err != nil {
+		n := startNode(t, lines)
+		channels, owner := clusterChannels(t, cl, "failover", 2)
+		streams := make([]*sseclient.Stream, 60)
+		for i := range streams {
+			s, err := open(n.base+"/events/"+channels[i%len(channels)], nil)
+			if err != nil {
 				t.Fatal(err)
 			}
-			lines := "broker " + cl.URL() + "\nheartbeat 1s\nmax_connections_per_ip 5000"
+			streams[i] = s
+			t.Cleanup(s.Close)
+		}
+		victim := owner[channels[0]]
+		slot, err := cl.KeySlot(channels[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := cl.Client()
+		defer rc.Close()
+		health, stopHealth := watchHealth(n)
+
+		const events = 400
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for i := range events {
+			<-tick.C
+			if i == 100 {
+				if err := victim.Kill(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			clusterPublish(t, rc, history, channels[i%len(channels)], strconv.Itoa(i))
+		}
+		promoted, err := cl.WaitOwner(slot, victim, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			// The killed node rejoins as a replica, for the tests
+			// that follow.
+			if err := victim.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}()
+
+		resets := 0
+		for si, s := range streams {
+			ch := channels[si%len(channels)]
 			if history {
-				lines += "\nhistory 1000"
-			}
-			n := startNode(t, lines)
-			channels, owner := clusterChannels(t, cl, "failover", 2)
-			streams := make([]*sseclient.Stream, 60)
-			for i := range streams {
-				s, err := open(n.base+"/events/"+channels[i%len(channels)], nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				streams[i] = s
-				t.Cleanup(s.Close)
-			}
-			victim := owner[channels[0]]
-			slot, err := cl.KeySlot(channels[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			rc := cl.Client()
-			defer rc.Close()
-			health, stopHealth := watchHealth(n)
-
-			const events = 400
-			tick := time.NewTicker(10 * time.Millisecond)
-			defer tick.Stop()
-			for i := range events {
-				<-tick.C
-				if i == 100 {
-					if err := victim.Kill(); err != nil {
-						t.Fatal(err)
-					}
-				}
-				clusterPublish(t, rc, history, channels[i%len(channels)], strconv.Itoa(i))
-			}
-			promoted, err := cl.WaitOwner(slot, victim, 10*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				// The killed node rejoins as a replica, for the tests
-				// that follow.
-				if err := victim.Start(); err != nil {
-					t.Fatal(err)
-				}
-				if err := cl.WaitHealthy(30 * time.Second); err != nil {
-					t.Fatal(err)
-				}
-			}()
-
-			resets := 0
-			for si, s := range streams {
-				ch := channels[si%len(channels)]
-				if history {
-					want := streamEntries(t, rc, ch)
-					var got []string
-					for _, ev := range readUntil(t, s, len(want)) {
-						if ev.Name == hub.ResetEvent {
-							t.Fatalf("stream %d (%s): a reset: %+v", si, ch, ev)
-						}
-						got = append(got, ev.ID+" "+ev.Data)
-					}
-					if strings.Join(got, ",") != strings.Join(want, ",") {
-						t.Fatalf("stream %d (%s): got %d events, the log holds %d", si, ch, len(got), len(want))
-					}
-					continue
-				}
-				var want []string
-				for i := si % len(channels); i < events; i += len(channels) {
-					want = append(want, strconv.Itoa(i))
-				}
-				final := want[len(want)-1]
-				got := readThrough(t, s, func(evs []sseclient.Event) bool {
-					return len(evs) > 0 && evs[len(evs)-1].Data == final
-				})
-				if owner[ch] != victim {
-					var data []string
-					for _, ev := range got {
-						data = append(data, ev.Data)
-					}
-					if strings.Join(data, ",") != strings.Join(want, ",") {
-						t.Fatalf("stream %d (%s, on a live primary): got %v", si, ch, data)
-					}
-					continue
-				}
-				// The dead primary's channels: a reset, then live events
-				// in order up to the last.
-				at := -1
-				last := -1
-				for j, ev := range got {
+				want := streamEntries(t, rc, ch)
+				var got []string
+				for _, ev := range readUntil(t, s, len(want)) {
 					if ev.Name == hub.ResetEvent {
-						at = j
-						continue
+						t.Fatalf("stream %d (%s): a reset: %+v", si, ch, ev)
 					}
-					v, err := strconv.Atoi(ev.Data)
-					if err != nil || v <= last {
-						t.Fatalf("stream %d (%s): event %+v after %d", si, ch, ev, last)
-					}
-					last = v
+					got = append(got, ev.ID+" "+ev.Data)
 				}
-				if at < 0 || strconv.Itoa(last) != final {
-					t.Fatalf("stream %d (%s): reset at %d, last event %d, of %d events", si, ch, at, last, len(got))
+				if strings.Join(got, ",") != strings.Join(want, ",") {
+					t.Fatalf("stream %d (%s): got %d events, the log holds %d", si, ch, len(got), len(want))
 				}
-				resets++
+				continue
 			}
-			stillOpen(t, streams)
-			stopHealth()
-			if seen := health(); !seen[http.StatusServiceUnavailable] || !seen[http.StatusOK] {
-				t.Fatalf("health answered %v, want 503 during the failover and 200", seen)
+			var want []string
+			for i := si % len(channels); i < events; i += len(channels) {
+				want = append(want, strconv.Itoa(i))
 			}
-			resp, err := http.Get(n.admin + "/sse_relay/health")
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("health after the failover: %d", resp.StatusCode)
-			}
-			for _, s := range clusterShards(t, n) {
-				if s.Addr == victim.Addr() || !s.Connected {
-					t.Fatalf("shard %+v after the failover", s)
+			final := want[len(want)-1]
+			got := readThrough(t, s, func(evs []sseclient.Event) bool {
+				return len(evs) > 0 && evs[len(evs)-1].Data == final
+			})
+			if owner[ch] != victim {
+				var data []string
+				for _, ev := range got {
+					data = append(data, ev.Data)
 				}
+				if strings.Join(data, ",") != strings.Join(want, ",") {
+					t.Fatalf("stream %d (%s, on a live primary): got %v", si, ch, data)
+				}
+				continue
 			}
-			t.Logf("primary %s killed, %s took over; 60 streams open throughout; %d reset", victim.Addr(), promoted.Addr(), resets)
-		})
-	}
+			// The dead primary's channels: a reset, then live events
+			// in order up to the last.
+			at := -1
+			last := -1
+			for j, ev := range got {
+				if ev.Name == hub.ResetEvent {
+					at = j
+					continue
+				}
+				v, err := strconv.Atoi(ev.Data)
+				if err != nil || v <= last {
+					t.Fatalf("stream %d (%s): event %+v after %d", si, ch, ev, last)
+				}
+				last = v
+			}
+			if at < 0 || strconv.Itoa(last) != final {
+				t.Fatalf("stream %d (%s): reset at %d, last event %d, of %d events", si, ch, at, last, len(got))
+			}
+			resets++
+		}
+		stillOpen(t, streams)
+		stopHealth()
+		if seen := health(); !seen[http.StatusServiceUnavailable] || !seen[http.StatusOK] {
+			t.Fatalf("health answered %v, want 503 during the failover and 200", seen)
+		}
+		resp, err := http.Get(n.admin + "/sse_relay/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("health after the failover: %d", resp.StatusCode)
+		}
+		for _, s := range clusterShards(t, n) {
+			if s.Addr == victim.Addr() || !s.Connected {
+				t.Fatalf("shard %+v after the failover", s)
+			}
+		}
+		t.Logf("primary %s killed, %s took over; 60 streams open throughout; %d reset", victim.Addr(), promoted.Addr(), resets)
+	})
 }
 
 // TestClusterReshard: `redis-cli --cluster reshard` moves the slot of a
@@ -425,20 +410,13 @@ func TestClusterFailover(t *testing.T) {
 // no reset.
 func TestClusterReshard(t *testing.T) {
 	cl := servers.Cluster(t)
-	if err := cl.WaitHealthy(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
 	n := startNode(t, historyNode(cl.URL()))
-	lowest, err := cl.LowestSlots()
+	shards, err := cl.Shards()
 	if err != nil {
 		t.Fatal(err)
 	}
-	primaries, err := cl.Primaries()
-	if err != nil {
-		t.Fatal(err)
-	}
-	from, to := primaries[1], primaries[2]
-	slot := lowest[from]
+	from, to := shards[1].Primary, shards[2].Primary
+	slot := shards[1].Lowest
 	base := "reshard" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	var ch string
 	for i := 0; ch == ""; i++ {
@@ -498,9 +476,6 @@ func TestClusterReshard(t *testing.T) {
 // and through the log.
 func TestClusterCLI(t *testing.T) {
 	cl := servers.Cluster(t)
-	if err := cl.WaitHealthy(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
 	url := cl.URL()
 	out, err := exec.Command(caddyBin, "sse-relay", "schema", "--broker", url).Output()
 	if err != nil || !strings.Contains(string(out), "sse_relay_spublish") {

@@ -348,17 +348,32 @@ func (c *RedisCluster) Reshard(slot int, to *Redis) error {
 	return nil
 }
 
-// LowestSlots is each primary's lowest slot, by primary.
-func (c *RedisCluster) LowestSlots() (map[*Redis]int, error) {
+// Shard is a primary and the lowest slot it serves, the slot tests move.
+type Shard struct {
+	Primary *Redis
+	Lowest  int
+}
+
+// Shards are the primaries, in the order of Primaries, each with its
+// lowest slot.
+func (c *RedisCluster) Shards() ([]Shard, error) {
+	primaries, err := c.Primaries()
+	if err != nil {
+		return nil, err
+	}
 	slots, err := c.Slots()
 	if err != nil {
 		return nil, err
 	}
-	out := map[*Redis]int{}
+	lowest := map[*Redis]int{}
 	for s := 16383; s >= 0; s-- {
 		if n := slots[s]; n != nil {
-			out[n] = s
+			lowest[n] = s
 		}
+	}
+	out := make([]Shard, len(primaries))
+	for i, p := range primaries {
+		out[i] = Shard{Primary: p, Lowest: lowest[p]}
 	}
 	return out, nil
 }
@@ -371,12 +386,27 @@ type clusterServers struct {
 }
 
 // Cluster is the shared Redis Cluster (three primaries, one replica each),
-// started on first use; as PG. Tests that kill nodes leave it healthy.
+// started on first use; as PG. It is returned healthy: a test that killed
+// or moved nodes before may have left it settling.
 func (s *Servers) Cluster(t testing.TB) *RedisCluster {
 	t.Helper()
 	s.cluster.once.Do(func() { s.cluster.cluster, s.cluster.err = StartRedisCluster(3, 1) })
 	if s.cluster.err != nil {
 		t.Fatalf("test Redis Cluster: %v", s.cluster.err)
 	}
+	if err := s.cluster.cluster.WaitHealthy(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	return s.cluster.cluster
+}
+
+// WithAndWithoutHistory runs test as two subtests, "history" and "live".
+func WithAndWithoutHistory(t *testing.T, test func(t *testing.T, history bool)) {
+	for _, history := range []bool{true, false} {
+		name := "live"
+		if history {
+			name = "history"
+		}
+		t.Run(name, func(t *testing.T) { test(t, history) })
+	}
 }
