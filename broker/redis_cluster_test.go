@@ -90,24 +90,6 @@ func spreadChannels(t *testing.T, cl *testsrv.RedisCluster, prefix string, n int
 	return out, owner
 }
 
-// pubsubConnections counts the relay's pub/sub connections on a node.
-func pubsubConnections(t *testing.T, addr string) int {
-	t.Helper()
-	rc := redis.NewClient(&redis.Options{Addr: addr})
-	defer rc.Close()
-	list, err := rc.ClientList(context.Background()).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, l := range strings.Split(list, "\n") {
-		if strings.Contains(l, "name=caddy-sse-relay ") && strings.Contains(l, " flags=P ") {
-			n++
-		}
-	}
-	return n
-}
-
 // TestClusterSpreadOneConnectionPerShard: 30 channels spread over the
 // three primaries each get every one of 50 events, published by the
 // broker (SPUBLISH) and by another client; each primary holds one
@@ -156,8 +138,8 @@ func TestClusterSpreadOneConnectionPerShard(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range primaries {
-		if n := pubsubConnections(t, p.Addr()); n != 1 {
-			t.Errorf("primary %s holds %d pub/sub connections of the relay, want 1", p.Addr(), n)
+		if n, err := testsrv.RelayPubSubOn(p.Addr()); err != nil || n != 1 {
+			t.Errorf("primary %s holds %d pub/sub connections of the relay, want 1 (%v)", p.Addr(), n, err)
 		}
 	}
 	st := b.State()

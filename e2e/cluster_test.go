@@ -53,24 +53,6 @@ func clusterChannels(t *testing.T, cl *testsrv.RedisCluster, prefix string, perP
 	return out, owner
 }
 
-// relayPubSub counts the relay's pub/sub connections on a node.
-func relayPubSub(t *testing.T, addr string) int {
-	t.Helper()
-	rc := redis.NewClient(&redis.Options{Addr: addr})
-	defer rc.Close()
-	list, err := rc.ClientList(context.Background()).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, l := range strings.Split(list, "\n") {
-		if strings.Contains(l, "name=caddy-sse-relay ") && strings.Contains(l, " flags=P ") {
-			n++
-		}
-	}
-	return n
-}
-
 // clusterShards reads the shards of the node's one broker from the admin
 // API.
 func clusterShards(t *testing.T, n *node) []broker.ShardState {
@@ -136,8 +118,8 @@ func TestClusterFanOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range primaries {
-		if got := relayPubSub(t, p.Addr()); got != 1 {
-			t.Errorf("primary %s: %d relay pub/sub connections, want 1", p.Addr(), got)
+		if got, err := testsrv.RelayPubSubOn(p.Addr()); err != nil || got != 1 {
+			t.Errorf("primary %s: %d relay pub/sub connections, want 1 (%v)", p.Addr(), got, err)
 		}
 	}
 	shards := clusterShards(t, n)

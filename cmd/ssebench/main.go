@@ -29,6 +29,7 @@ import (
 	"github.com/sse-relay/caddy-sse-relay/broker"
 
 	"github.com/sse-relay/caddy-sse-relay/internal/sseclient"
+	"github.com/sse-relay/caddy-sse-relay/internal/testsrv"
 )
 
 // config is one load run.
@@ -630,17 +631,6 @@ func clusterClient(url string) (*redis.ClusterClient, error) {
 	return redis.NewClusterClient(opt), nil
 }
 
-// relayPubSub counts the relay's pub/sub connections in a CLIENT LIST.
-func relayPubSub(list string) int {
-	n := 0
-	for _, l := range strings.Split(list, "\n") {
-		if strings.Contains(l, "name=caddy-sse-relay") && strings.Contains(l, " flags=P ") {
-			n++
-		}
-	}
-	return n
-}
-
 // brokerConns counts the relay's broker connections, where it can.
 func brokerConns(c config) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -683,7 +673,7 @@ func brokerConns(c config) int {
 		err = rc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
 			list, err := node.ClientList(ctx).Result()
 			mu.Lock()
-			n += relayPubSub(list)
+			n += testsrv.RelayPubSub(list)
 			mu.Unlock()
 			return err
 		})

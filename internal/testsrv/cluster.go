@@ -348,6 +348,26 @@ func (c *RedisCluster) Reshard(slot int, to *Redis) error {
 	return nil
 }
 
+// RelayPubSub counts the relay's pub/sub connections (client name
+// caddy-sse-relay, flag P) in a node's CLIENT LIST.
+func RelayPubSub(clientList string) int {
+	n := 0
+	for _, l := range strings.Split(clientList, "\n") {
+		if strings.Contains(l, "name=caddy-sse-relay ") && strings.Contains(l, " flags=P ") {
+			n++
+		}
+	}
+	return n
+}
+
+// RelayPubSubOn counts the relay's pub/sub connections on the node at addr.
+func RelayPubSubOn(addr string) (int, error) {
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	list, err := rc.ClientList(context.Background()).Result()
+	return RelayPubSub(list), err
+}
+
 // Shard is a primary and the lowest slot it serves, the slot tests move.
 type Shard struct {
 	Primary *Redis
