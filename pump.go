@@ -29,14 +29,19 @@ type pump struct {
 	done     chan struct{}
 }
 
-// pumped is one hand-over: a payload, an entry of the log, or a reset.
+// pumped is one hand-over: a payload (an entry without a position), an
+// entry of the log, or a reset. It is kept small: the queue holds
+// pumpQueue of them from the start.
 type pumped struct {
-	kind    int
-	channel string
-	payload []byte
-	entry   broker.Entry
-	reset   []string
-	reason  string
+	kind  int
+	entry broker.Entry
+	reset *reset
+}
+
+// reset is a Reset call.
+type reset struct {
+	channels []string
+	reason   string
 }
 
 // The kinds of hand-over.
@@ -55,7 +60,7 @@ func newPump(h *hub.Hub, received *atomic.Uint64) *pump {
 
 func (p *pump) Deliver(channel string, payload []byte) {
 	p.received.Add(1)
-	p.put(pumped{kind: pumpedPayload, channel: channel, payload: payload})
+	p.put(pumped{kind: pumpedPayload, entry: broker.Entry{Channel: channel, Payload: payload}})
 }
 
 func (p *pump) DeliverEntry(e broker.Entry) {
@@ -64,7 +69,7 @@ func (p *pump) DeliverEntry(e broker.Entry) {
 }
 
 func (p *pump) Reset(channels []string, reason string) {
-	p.put(pumped{kind: pumpedReset, reset: channels, reason: reason})
+	p.put(pumped{kind: pumpedReset, reset: &reset{channels: channels, reason: reason}})
 }
 
 func (p *pump) put(x pumped) {
@@ -131,12 +136,12 @@ func (p *pump) hand(batch []pumped) {
 			entries = append(entries, x.entry)
 		case pumpedReset:
 			flush()
-			p.hub.Reset(x.reset, x.reason)
+			p.hub.Reset(x.reset.channels, x.reset.reason)
 		default:
 			if len(entries) > 0 {
 				flush()
 			}
-			msgs = append(msgs, hub.Message{Channel: x.channel, Payload: x.payload})
+			msgs = append(msgs, hub.Message{Channel: x.entry.Channel, Payload: x.entry.Payload})
 		}
 	}
 	flush()
