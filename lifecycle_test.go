@@ -29,22 +29,14 @@ func TestReloadUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var clients []*sseclient.Resumer
-	var opened, done sync.WaitGroup
 	for i := 0; i < 200; i++ {
 		path := "/events/r1"
 		if i%2 == 1 {
 			path = "/events/?channel=r1,r2"
 		}
-		r := &sseclient.Resumer{URL: base + path, Client: streamClient, Reset: hub.ResetEvent}
-		clients = append(clients, r)
-		opened.Add(1)
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			r.Run(ctx, opened.Done)
-		}()
+		clients = append(clients, &sseclient.Resumer{URL: base + path, Client: streamClient, Reset: hub.ResetEvent})
 	}
-	opened.Wait()
+	wait := sseclient.RunAll(ctx, clients)
 
 	const events = 300
 	start := time.Now()
@@ -76,7 +68,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		}
 	}
 	cancel()
-	done.Wait()
+	wait()
 
 	totalReconnects, totalResets := 0, 0
 	for i, r := range clients {

@@ -158,28 +158,6 @@ func TestClusterSpreadOneConnectionPerShard(t *testing.T) {
 	}
 }
 
-// publishUntil publishes until Redis takes it, as an application retries
-// while a failover is under way (a cluster that has lost a primary
-// refuses writes for a moment: CLUSTERDOWN), reading the slot map again
-// after each failure.
-func publishUntil(t *testing.T, rc *redis.ClusterClient, publish func(ctx context.Context) error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := publish(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("publishing: %v", err)
-		}
-		rc.ReloadState(context.Background())
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // watchConnected records whether b was seen disconnected, until stop.
 func watchConnected(b Broker) (sawDown func() bool, stop func()) {
 	done := make(chan struct{})
@@ -249,7 +227,7 @@ func TestClusterFailover(t *testing.T) {
 			}
 			ch := channels[i%len(channels)]
 			data := fmt.Sprint(i)
-			publishUntil(t, rc, func(ctx context.Context) error {
+			testsrv.PublishUntil(t, rc, func(ctx context.Context) error {
 				if history {
 					return rc.FCall(ctx, "sse_relay_spublish", []string{RedisLogKey(ch)}, data, 1000, 0).Err()
 				}
@@ -432,7 +410,7 @@ func TestClusterReshard(t *testing.T) {
 			if i%10 == 9 {
 				target = other
 			}
-			publishUntil(t, rc, func(ctx context.Context) error {
+			testsrv.PublishUntil(t, rc, func(ctx context.Context) error {
 				if history {
 					return rc.FCall(ctx, "sse_relay_spublish", []string{RedisLogKey(target)}, data, 1000, 0).Err()
 				}

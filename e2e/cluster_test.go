@@ -83,15 +83,7 @@ func TestClusterFanOut(t *testing.T) {
 	cl := servers.Cluster(t)
 	n := startNode(t, "broker "+cl.URL()+"\nheartbeat 0\nmax_connections_per_ip 5000")
 	channels, _ := clusterChannels(t, cl, "fan", 10)
-	streams := make([]*sseclient.Stream, 300)
-	for i := range streams {
-		s, err := open(n.base+"/events/"+channels[i%len(channels)], nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		streams[i] = s
-		t.Cleanup(s.Close)
-	}
+	streams := openStreams(t, n, channels, 300)
 	rc := cl.Client()
 	defer rc.Close()
 	ctx := context.Background()
@@ -135,31 +127,32 @@ func TestClusterFanOut(t *testing.T) {
 	}
 }
 
-// clusterPublish publishes until the cluster takes it, as an application
-// retries while a failover is under way (a cluster that has lost a primary
-// refuses writes for a moment), reading the slot map again after each
-// failure.
+// openStreams opens count streams on n, spread over channels in turn,
+// closed when the test ends.
+func openStreams(t *testing.T, n *node, channels []string, count int) []*sseclient.Stream {
+	t.Helper()
+	streams := make([]*sseclient.Stream, count)
+	for i := range streams {
+		s, err := open(n.base+"/events/"+channels[i%len(channels)], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams[i] = s
+		t.Cleanup(s.Close)
+	}
+	return streams
+}
+
+// clusterPublish publishes data on channel, through the log with history,
+// retrying as an application does during a failover (testsrv.PublishUntil).
 func clusterPublish(t *testing.T, rc *redis.ClusterClient, history bool, channel, data string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		var err error
+	testsrv.PublishUntil(t, rc, func(ctx context.Context) error {
 		if history {
-			err = rc.FCall(ctx, "sse_relay_spublish", []string{broker.RedisLogKey(channel)}, data, 1000, 0).Err()
-		} else {
-			err = rc.SPublish(ctx, channel, data).Err()
+			return rc.FCall(ctx, "sse_relay_spublish", []string{broker.RedisLogKey(channel)}, data, 1000, 0).Err()
 		}
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("publishing: %v", err)
-		}
-		rc.ReloadState(context.Background())
-		time.Sleep(20 * time.Millisecond)
-	}
+		return rc.SPublish(ctx, channel, data).Err()
+	})
 }
 
 // watchHealth polls n's /sse_relay/health and records the statuses seen.
@@ -266,15 +259,7 @@ func TestClusterFailover(t *testing.T) {
 		}
 		n := startNode(t, lines)
 		channels, owner := clusterChannels(t, cl, "failover", 2)
-		streams := make([]*sseclient.Stream, 60)
-		for i := range streams {
-			s, err := open(n.base+"/events/"+channels[i%len(channels)], nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			streams[i] = s
-			t.Cleanup(s.Close)
-		}
+		streams := openStreams(t, n, channels, 60)
 		victim := owner[channels[0]]
 		slot, err := cl.KeySlot(channels[0])
 		if err != nil {
@@ -409,15 +394,7 @@ func TestClusterReshard(t *testing.T) {
 			ch = name
 		}
 	}
-	streams := make([]*sseclient.Stream, 20)
-	for i := range streams {
-		s, err := open(n.base+"/events/"+ch, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		streams[i] = s
-		t.Cleanup(s.Close)
-	}
+	streams := openStreams(t, n, []string{ch}, 20)
 	rc := cl.Client()
 	defer rc.Close()
 	const events = 300

@@ -121,18 +121,11 @@ func TestHistoryAcrossNodesDeploysAndOutages(t *testing.T) {
 			defer cancel()
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableCompression: true}}
 			var clients []*sseclient.Resumer
-			var opened, done sync.WaitGroup
 			for i := range 200 {
-				r := &sseclient.Resumer{URL: front.base + paths[i%3], Client: client, Reset: hub.ResetEvent, Retry: 100 * time.Millisecond}
-				clients = append(clients, r)
-				opened.Add(1)
-				done.Add(1)
-				go func() {
-					defer done.Done()
-					r.Run(ctx, opened.Done)
-				}()
+				clients = append(clients, &sseclient.Resumer{URL: front.base + paths[i%3], Client: client,
+					Reset: hub.ResetEvent, Retry: 100 * time.Millisecond})
 			}
-			opened.Wait()
+			wait := sseclient.RunAll(ctx, clients)
 
 			const events = 300
 			tick := time.NewTicker(10 * time.Millisecond)
@@ -177,7 +170,7 @@ func TestHistoryAcrossNodesDeploysAndOutages(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond) // room for a duplicate to show
 			cancel()
-			done.Wait()
+			wait()
 			checkExactlyOnce(t, clients, h1, h2, events)
 		})
 	}

@@ -24,6 +24,22 @@ type Resumer struct {
 	lastID     string
 }
 
+// RunAll runs every resumer until ctx ends and returns once each has made
+// its first attempt; wait returns once they have all stopped.
+func RunAll(ctx context.Context, rs []*Resumer) (wait func()) {
+	var opened, done sync.WaitGroup
+	opened.Add(len(rs))
+	done.Add(len(rs))
+	for _, r := range rs {
+		go func() {
+			defer done.Done()
+			r.Run(ctx, opened.Done)
+		}()
+	}
+	opened.Wait()
+	return done.Wait
+}
+
 // Run reads until ctx ends; opened is told once the first attempt is done.
 func (r *Resumer) Run(ctx context.Context, opened func()) {
 	retry := r.Retry

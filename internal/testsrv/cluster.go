@@ -348,6 +348,28 @@ func (c *RedisCluster) Reshard(slot int, to *Redis) error {
 	return nil
 }
 
+// PublishUntil publishes until Redis takes it, as an application retries
+// while a failover is under way (a cluster that has lost a primary
+// refuses writes for a moment: CLUSTERDOWN), reading the slot map again
+// after each failure.
+func PublishUntil(t testing.TB, rc *redis.ClusterClient, publish func(ctx context.Context) error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := publish(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("publishing: %v", err)
+		}
+		rc.ReloadState(context.Background())
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // RelayPubSub counts the relay's pub/sub connections (client name
 // caddy-sse-relay, flag P) in a node's CLIENT LIST.
 func RelayPubSub(clientList string) int {
