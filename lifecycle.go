@@ -1,12 +1,11 @@
 package sserelay
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // Reload and stop, in order:
@@ -15,13 +14,13 @@ import (
 //     Each takes its relay from the pool (app.go): an unchanged broker URL
 //     and hub options find the running relay, so the connection, the hub
 //     and its replay rings carry over.
-//  2. The old config stops. Caddy emits its stopping event (stoppingHook):
-//     when the process exits, every stream ends at once, so `caddy stop`
+//  2. The old config stops: its servers shut down (endOnShutdown). When
+//     the process exits, every stream ends at once, so `caddy stop`
 //     returns in seconds; on a reload, each stream ends at a random point
 //     of reload_close_window and its client resumes on the new config with
 //     Last-Event-ID.
-//  3. The old handlers' Cleanup does the same (end), for a stop without
-//     the event, and gives its relay back to the pool.
+//  3. The old handlers' Cleanup does the same (end), for a config whose
+//     servers never started, and gives its relay back to the pool.
 //  4. A relay no handler uses any more (a changed broker URL or hub
 //     options) is closed by Destruct, or, while streams of the old config
 //     are still open, by release once the last of them has ended: old
@@ -57,17 +56,28 @@ func (h *Handler) endDelay() time.Duration {
 	return rand.N(h.window)
 }
 
-// stoppingHook ends streams when Caddy stops this config: at once when
-// the process exits, spread over the reload window otherwise.
-type stoppingHook struct{ h *Handler }
-
-func (s stoppingHook) Handle(context.Context, caddy.Event) error {
-	if caddy.Exiting() {
-		s.h.end(0)
-	} else {
-		s.h.end(s.h.closeWindow())
+// endOnShutdown ends the handler's streams when a server of its config
+// begins to shut down: at once when the process exits, spread over the
+// reload window otherwise. It is the server's shutdown, not Caddy's
+// earlier stopping event, so that the goroutine stopping Caddy is already
+// waiting in http.Server.Shutdown while the streams end: 50,000 streams
+// ending at the event kept it from the CPU for over a second before the
+// shutdown had even begun (docs/PERFORMANCE.md). A shutdown_delay also
+// keeps the streams for its length, as it keeps the server.
+func (h *Handler) endOnShutdown(ctx caddy.Context) {
+	app, err := ctx.AppIfConfigured("http")
+	if err != nil {
+		return // not in an HTTP server: Cleanup ends the streams
 	}
-	return nil
+	for _, srv := range app.(*caddyhttp.App).Servers {
+		srv.RegisterOnShutdown(func() {
+			if caddy.Exiting() {
+				h.end(0)
+			} else {
+				h.end(h.closeWindow())
+			}
+		})
+	}
 }
 
 // Destruct runs when the last handler using the relay is cleaned up. With
@@ -108,5 +118,3 @@ func (r *relay) close() error {
 	})
 	return err
 }
-
-var _ caddyevents.Handler = stoppingHook{}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -275,11 +274,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	events, err := ctx.App("events")
-	if err != nil {
-		return fmt.Errorf("events app: %w", err)
-	}
-	return events.(*caddyevents.App).On("stopping", stoppingHook{h})
+	h.endOnShutdown(ctx)
+	return nil
 }
 
 // fillDefaults sets every option left unset to its default.
