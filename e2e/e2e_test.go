@@ -294,6 +294,39 @@ func TestStopWith2000Streams(t *testing.T) {
 	}
 }
 
+// TestStopAfterShutdownDelay: with Caddy's shutdown_delay, streams are
+// served through the delay, as the server is, and end when it shuts down.
+func TestStopAfterShutdownDelay(t *testing.T) {
+	const delay = 1500 * time.Millisecond
+	n := startNodeWith(t, "shutdown_delay 1500ms", "sse_relay /events/* {\npublish_key "+tlsPublishKey+"\nheartbeat 0\n}", false)
+	s, err := open(n.base+"/events/delay", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	start := time.Now()
+	go func() {
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Post(n.admin+"/stop", "", nil)
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(delay / 3)
+	publish(t, &http.Client{Transport: transport}, n.base+"/events/delay", "during the delay")
+	ev, err := s.Next(5 * time.Second)
+	if err != nil || ev.Data != "during the delay" {
+		t.Fatalf("during the delay: %+v, %v", ev, err)
+	}
+	if _, err := s.Next(5 * time.Second); err == nil || errors.Is(err, sseclient.ErrTimeout) {
+		t.Fatalf("the stream did not end at the shutdown: %v", err)
+	}
+	if ended := time.Since(start); ended < delay {
+		t.Fatalf("the stream ended %v after the stop, within the %v shutdown_delay", ended, delay)
+	}
+	took := waitExit(t, n, delay+3*time.Second, "admin /stop", start)
+	t.Logf("stream served through the delay; exited %v after the stop", took.Round(time.Millisecond))
+}
+
 // TestTwoNodesOneBroker: two Caddy processes on one Redis and on one
 // Postgres. A publish reaches subscribers on both nodes, and each node
 // holds one broker connection.
