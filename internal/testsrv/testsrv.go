@@ -22,14 +22,26 @@ import (
 	"time"
 )
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a port number on 127.0.0.1 that was free a moment ago on
+// both TCP and UDP (a site's HTTP/3 takes the same number over UDP).
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	var err error
+	for range 20 {
+		var l net.Listener
+		if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		// HTTP/3 serves on the same number over UDP.
+		var u net.PacketConn
+		u, err = net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("no port free on both TCP and UDP: %w", err)
 }
 
 // Postgres is a private PostgreSQL cluster.
