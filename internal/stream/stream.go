@@ -67,8 +67,9 @@ func setHeaders(hdr http.Header) {
 }
 
 // Serve writes the headers, then the stream. An HTTP/1.x stream is taken
-// over and goes on in a goroutine of its own after Serve returns; other
-// streams are served before it returns.
+// over and goes on in a goroutine of its own after Serve returns; a stream
+// whose request carries a Parking goes on in the handler that put it
+// there; other streams are served before Serve returns.
 func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
 	hdr := w.Header()
 	setHeaders(hdr)
@@ -92,11 +93,30 @@ func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
 	if r.ProtoMajor == 1 && st.takeOver(inner) {
 		return // the stream goes on in its own goroutine
 	}
-	rw := bypass(inner, c.WriteTimeout)
+	if p, ok := r.Context().Value(ParkingKey{}).(*Parking); ok {
+		p.Run = func(done <-chan struct{}) { st.serveOn(inner, done) }
+		return // the handler that put p there serves the stream
+	}
+	st.serveOn(inner, r.Context().Done())
+}
+
+// ParkingKey holds a *Parking in a request's context.
+type ParkingKey struct{}
+
+// Parking is left in a request's context by a handler that calls the
+// handler chain and can serve a stream once the chain has returned: Serve
+// then sets Run instead of serving the stream inside the chain, whose
+// frames and per-request state would stay with it for its life. Run
+// serves the stream until it ends or done closes.
+type Parking struct{ Run func(done <-chan struct{}) }
+
+// serveOn writes the stream to inner, the server's own ResponseWriter.
+func (st *writer) serveOn(inner http.ResponseWriter, done <-chan struct{}) {
+	rw := bypass(inner, st.cfg.WriteTimeout)
 	st.wire = rw
 	writes.watch(rw)
 	defer writes.forget(rw)
-	if st.run(r.Context().Done()) {
+	if st.run(done) {
 		// Cut off (too slow, or the socket stalled): close the connection
 		// instead of ending the response and keeping it alive; the client
 		// resumes with Last-Event-ID.

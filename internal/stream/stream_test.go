@@ -271,3 +271,56 @@ func TestServeHeartbeatOnlyWhenSilent(t *testing.T) {
 		}
 	})
 }
+
+// TestServeParked: with a Parking in the request's context, Serve writes
+// the headers and returns, and the stream is served by Run afterwards,
+// outside the handler chain; HTTP/1.1 is taken over instead, as always.
+func TestServeParked(t *testing.T) {
+	protocols(t, func(t *testing.T, http2 bool) {
+		h := hub.New(listener{}, hub.Options{Replay: 10})
+		defer h.Close()
+		cfg := &Config{WriteTimeout: 5 * time.Second, EndDelay: func() time.Duration { return 0 },
+			Logger: zap.NewNop(), Observer: new(counts)}
+		parked := make(chan bool, 1)
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sub, err := h.Subscribe([]string{"a"}, "", 8)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			p := new(Parking)
+			cfg.Serve(w, r.WithContext(context.WithValue(r.Context(), ParkingKey{}, p)),
+				Stream{Sub: sub, Channels: []string{"a"}, Done: func() { h.Unsubscribe(sub) }})
+			parked <- p.Run != nil
+			if p.Run != nil {
+				p.Run(r.Context().Done())
+			}
+		}))
+		srv.EnableHTTP2 = http2
+		if http2 {
+			srv.StartTLS()
+		} else {
+			srv.Start()
+		}
+		defer srv.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		rd := bufio.NewReader(resp.Body)
+		if got := strings.Join(lines(t, rd, 2), "|"); got != ": ok|" {
+			t.Fatalf("opening %q", got)
+		}
+		if p := <-parked; p != http2 {
+			t.Fatalf("parked: %v, want %v", p, http2)
+		}
+		h.Deliver("a", []byte(`after the chain`))
+		if got := strings.Join(lines(t, rd, 3), "|"); !strings.Contains(got, "data: after the chain") {
+			t.Fatalf("event %q", got)
+		}
+	})
+}
