@@ -23,6 +23,7 @@ var metrics = struct {
 	refused *prometheus.CounterVec
 	latency prometheus.Histogram
 	brokers prometheus.Collector
+	http2   prometheus.Gauge
 }{
 	open: prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "sse_relay", Name: "streams_open",
@@ -50,6 +51,10 @@ var metrics = struct {
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}),
 	brokers: brokerCollector{},
+	http2: prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "sse_relay", Name: "http2_connections",
+		Help: "HTTP/2 connections the sse_relay listener wrapper serves now.",
+	}),
 }
 
 // registerMetrics puts the collectors on reg, once per registry.
@@ -58,7 +63,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metrics.open, metrics.opened, metrics.written,
-		metrics.dropped, metrics.refused, metrics.latency, metrics.brokers} {
+		metrics.dropped, metrics.refused, metrics.latency, metrics.brokers, metrics.http2} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
