@@ -43,16 +43,19 @@ const htmxItems = `[...document.querySelectorAll("#items li")].map((li) => Numbe
 // browserProtocol is one way for Chromium to reach a node, and the
 // protocol its requests must then report.
 type browserProtocol struct {
-	name string // the subtest's
-	tls  bool   // https:// with tls internal, else http://
-	want string // nextHopProtocol, and the DevTools response's protocol
+	name   string // the subtest's
+	tls    bool   // https:// with tls internal, else http://
+	want   string // nextHopProtocol, and the DevTools response's protocol
+	global string // more global options for the node
 }
 
-// browserProtocols are the ones each browser test page runs over.
+// browserProtocols are the ones each browser test page runs over: HTTP/2
+// served by Caddy, and by the relay's listener wrapper.
 var browserProtocols = []browserProtocol{
-	{"h1", false, "http/1.1"},
-	{"h2", true, "h2"},
-	{"h3", true, "h3"},
+	{"h1", false, "http/1.1", ""},
+	{"h2", true, "h2", ""},
+	{"h2 served by the relay", true, "h2", relayHTTP2},
+	{"h3", true, "h3", ""},
 }
 
 // flags are the Chromium flags that make it reach n over p. HTTPS needs
@@ -159,7 +162,7 @@ func testBrowser(t *testing.T, p browserProtocol, root string, pg *pgx.Conn) {
 			t.Fatal(err)
 		}
 	}
-	n := startNodeOf(t, browserSite(root, servers.PG(t).URL(), "15s"), p.tls)
+	n := startNodeWith(t, p.global, browserSite(root, servers.PG(t).URL(), "15s"), p.tls)
 	b := newBrowser(t, p.flags(t, n)...)
 	streams := watchStreams(t, b)
 	if err := chromedp.Do(b, chromedp.Navigate(n.base+"/index.html")); err != nil {

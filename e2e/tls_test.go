@@ -2,9 +2,13 @@ package e2e
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,10 +40,41 @@ func tlsSite(heartbeat string) string {
 // TestTLSStreams: over HTTPS, as browsers use it, HTTP/3 and HTTP/2
 // (written to the server's own response writer, under the log's and
 // encode's wrappers) and HTTP/1.1 (taken over as a TLS connection), not
-// compressed (no-transform), deliver events, end at a reload, and free their slot when the client
-// leaves.
+// compressed (no-transform), deliver events, end at a reload, and free
+// their slot when the client leaves; HTTP/2 whether Caddy serves it or
+// the relay's listener wrapper does.
 func TestTLSStreams(t *testing.T) {
-	n := startNodeOf(t, tlsSite("15s"), true)
+	for _, front := range []struct{ name, global string }{
+		{"caddy serves HTTP2", ""},
+		{"the relay serves HTTP2", relayHTTP2},
+	} {
+		t.Run(front.name, func(t *testing.T) {
+			testTLSStreams(t, startNodeWith(t, front.global, tlsSite("15s"), true), front.global != "")
+		})
+	}
+}
+
+// relayHTTP2 is the global option that has the relay serve HTTP/2
+// connections (the sse_relay listener wrapper).
+const relayHTTP2 = `servers {
+		listener_wrappers {
+			sse_relay
+		}
+	}`
+
+func testTLSStreams(t *testing.T, n *node, relayServesHTTP2 bool) {
+	// Clear text to the TLS port gets a 400, as from net/http.
+	c, err := net.Dial("tcp", strings.TrimPrefix(n.base, "https://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(c, "GET /events/tls HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	answer, _ := io.ReadAll(c)
+	c.Close()
+	if !strings.HasPrefix(string(answer), "HTTP/1.0 400 Bad Request\r\n") {
+		t.Fatalf("clear text to the TLS port: %q", answer)
+	}
 	// One config each: a transport adds its ALPN protocols to the one it gets.
 	insecure := func() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
 	for _, c := range []struct {
@@ -71,6 +106,9 @@ func TestTLSStreams(t *testing.T) {
 			if enc := s.Response.Header.Get("Content-Encoding"); enc != "" {
 				t.Fatalf("the stream is encoded: %s", enc)
 			}
+			if got, want := relayHTTP2Conns(t, n), b2i(relayServesHTTP2); c.major == 2 && got != want {
+				t.Fatalf("the relay serves %d HTTP/2 connections, want %d", got, want)
+			}
 
 			publish(t, client, n.base+"/events/tls", "over "+c.name)
 			if ev, err := s.Next(10 * time.Second); err != nil || ev.Data != "over "+c.name {
@@ -95,6 +133,117 @@ func TestTLSStreams(t *testing.T) {
 			waitStreams(t, n, 0)
 		})
 	}
+}
+
+// TestRelayHTTP2Stop: when the relay serves HTTP/2 and Caddy stops, a
+// connection with only event streams is closed at once, and one with a
+// proxied request in flight is not: the request finishes, its stream ends,
+// and then the process exits.
+func TestRelayHTTP2Stop(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		time.Sleep(time.Second)
+		_, _ = io.WriteString(w, "done")
+	}))
+	defer backend.Close()
+	n := startNodeWith(t, relayHTTP2, fmt.Sprintf(`reverse_proxy /slow %s
+	sse_relay /events/* {
+		heartbeat 0
+		max_connections_per_ip 1000
+	}`, backend.Listener.Addr()), true)
+	newClient := func() *http.Client {
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+	}
+
+	// 300 streams, on two connections (250 streams a connection), alone.
+	alone := newClient()
+	streams := make([]*sseclient.Stream, 300)
+	for i := range streams {
+		s, err := sseclient.Open(alone, n.base+"/events/alone", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		streams[i] = s
+	}
+	// A stream and a slow request on one connection.
+	shared := newClient()
+	s, err := sseclient.Open(shared, n.base+"/events/shared", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Response.ProtoMajor != 2 {
+		t.Fatalf("%s, want HTTP/2", s.Response.Proto)
+	}
+	if got := relayHTTP2Conns(t, n); got != 3 {
+		t.Fatalf("the relay serves %d HTTP/2 connections, want 3", got)
+	}
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := shared.Get(n.base + "/slow")
+		if err != nil {
+			slow <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		slow <- fmt.Sprintf("%d %s %v", resp.StatusCode, body, err)
+	}()
+	<-arrived
+
+	start := time.Now()
+	go func() {
+		if resp, err := (&http.Client{Timeout: 10 * time.Second}).Post(n.admin+"/stop", "", nil); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	for i, s := range streams {
+		if _, err := s.Next(2 * time.Second); err == nil || errors.Is(err, sseclient.ErrTimeout) {
+			t.Fatalf("stream %d alone on its connection is still open: %v", i, err)
+		}
+	}
+	aloneEnded := time.Since(start)
+	if got := <-slow; got != "200 done <nil>" {
+		t.Fatalf("the request in flight at the stop: %s", got)
+	}
+	if _, err := s.Next(2 * time.Second); err == nil || errors.Is(err, sseclient.ErrTimeout) {
+		t.Fatalf("the stream beside the request is still open: %v", err)
+	}
+	took := waitExit(t, n, 5*time.Second, "admin /stop", start)
+	t.Logf("streams alone ended %v after the stop; the proxied request finished; exited after %v",
+		aloneEnded.Round(time.Millisecond), took.Round(time.Millisecond))
+}
+
+// relayHTTP2Conns is the HTTP/2 connections the relay's listener wrapper
+// serves, from the node's metrics.
+func relayHTTP2Conns(t *testing.T, n *node) int {
+	t.Helper()
+	resp, err := http.Get(n.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "caddy_sse_relay_http2_connections "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("/metrics has no caddy_sse_relay_http2_connections")
+	return 0
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func publish(t *testing.T, client *http.Client, url, body string) {
