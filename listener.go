@@ -163,11 +163,14 @@ func (s *sortingListener) acceptLoop() {
 	for {
 		c, err := s.Listener.Accept()
 		if err != nil {
-			// A temporary error (out of file descriptors) passes, as
-			// net/http's Serve lets it pass: wait a little, then accept on.
+			// A temporary error passes, as net/http's Serve lets it pass:
+			// out of file descriptors, or the deadline Caddy sets on a
+			// listener it shares across a reload to wake the old
+			// config's Accept (which this one shares). Wait a little,
+			// then accept on.
 			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.f.logger.Error("accept", zap.Error(err), zap.Duration("retrying_in", backoff))
+				s.f.logger.Debug("accept", zap.Error(err), zap.Duration("retrying_in", backoff))
 				time.Sleep(backoff)
 				continue
 			}

@@ -36,6 +36,9 @@ type scenario struct {
 	// h2 or h3 over TLS. An h2 row is compared with the plain net/http
 	// server over HTTP/2, an h3 row with the relay over HTTP/2.
 	proto string
+	// relayHTTP2 has the relay serve HTTP/2 connections itself (the
+	// sse_relay listener wrapper) instead of Caddy.
+	relayHTTP2 bool
 	// timeStop times caddy stop with the streams open (relay modes).
 	timeStop bool
 	metrics  []string // what the row compares; the first is its ratio
@@ -65,6 +68,13 @@ var scenarios = []scenario{
 		metrics: []string{"rss/sub", "deliveries/s", "p99"}},
 	{name: "h2 100k, 20 events at once", publish: "redis", subs: 100000, events: 20, proto: "h2",
 		metrics: []string{"rss", "delivery time"}},
+	// The same with the relay serving HTTP/2 (listener_wrappers { sse_relay }).
+	{name: "h2 idle 50k, 20 events at once, the relay serving HTTP/2", publish: "redis", subs: 50000, events: 20,
+		proto: "h2", relayHTTP2: true, timeStop: true, metrics: []string{"rss/sub", "deliveries/s", "stop"}},
+	{name: "h2 latency 1k at 20/s, the relay serving HTTP/2", publish: "redis", subs: 1000, events: 200, rate: 20,
+		proto: "h2", relayHTTP2: true, metrics: []string{"p99"}},
+	{name: "h2 100k, 20 events at once, the relay serving HTTP/2", publish: "redis", subs: 100000, events: 20,
+		proto: "h2", relayHTTP2: true, metrics: []string{"rss", "delivery time"}},
 }
 
 func runSuite(caddyBin, only string, rounds int) error {
@@ -245,7 +255,11 @@ func runOne(caddyBin string, b *brokers, sc scenario, mode string) (result, erro
 	case "reference":
 		srv, err = startReference(b.redisURL(sc))
 	default:
-		srv, err = startCaddyOver(caddyBin, broker, "", proto)
+		global := ""
+		if sc.relayHTTP2 && mode == "relay" {
+			global = "servers {\n\t\tlistener_wrappers {\n\t\t\tsse_relay\n\t\t}\n\t}"
+		}
+		srv, err = startCaddyOver(caddyBin, broker, "", proto, global)
 	}
 	if err != nil {
 		return result{}, err
@@ -313,12 +327,13 @@ const benchKey = "ssebench-publish-key-0123456789abcdef"
 // startCaddy runs the relay on broker with more sse_relay lines, if any,
 // over HTTP/1.1 in clear text.
 func startCaddy(bin, broker, extra string) (*server, error) {
-	return startCaddyOver(bin, broker, extra, "h1")
+	return startCaddyOver(bin, broker, extra, "h1", "")
 }
 
 // startCaddyOver runs the relay serving proto: h1 in clear text, or h2
-// and h3 over TLS from Caddy's internal CA, as a site with tls internal.
-func startCaddyOver(bin, broker, extra, proto string) (*server, error) {
+// and h3 over TLS from Caddy's internal CA, as a site with tls internal;
+// global holds more global options.
+func startCaddyOver(bin, broker, extra, proto, global string) (*server, error) {
 	adminPort, _ := testsrv.FreePort()
 	port, err := testsrv.FreePort()
 	if err != nil {
@@ -343,6 +358,7 @@ func startCaddyOver(bin, broker, extra, proto string) (*server, error) {
 	log {
 		level ERROR
 	}
+	%s
 }
 %s {
 	%s
@@ -354,7 +370,7 @@ func startCaddyOver(bin, broker, extra, proto string) (*server, error) {
 		%s
 	}
 }
-`, adminPort, site, base, map[bool]string{true: "tls internal"}[proto != "h1"], broker, benchKey, extra)
+`, adminPort, site, global, base, map[bool]string{true: "tls internal"}[proto != "h1"], broker, benchKey, extra)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
