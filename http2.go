@@ -3,8 +3,10 @@ package sserelay
 import (
 	"context"
 	"crypto/tls"
+	"log"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,8 +20,8 @@ import (
 
 // front serves one listener's HTTP/2 connections for a Caddy server, with
 // x/net/http2 as Caddy does, but with a handler of its own above Caddy's:
-// serveStream. Caddy's server does not see these connections, so front
-// also does what its shutdown would: GOAWAY, and wait for their requests.
+// serveRequest. Caddy's server does not see these connections, so front
+// also does what its shutdown would: GOAWAY, and a wait for their requests.
 type front struct {
 	srv    *caddyhttp.Server
 	logger *zap.Logger
@@ -31,7 +33,7 @@ type front struct {
 
 	mu      sync.Mutex
 	conns   map[*frontConn]struct{}
-	served  sync.WaitGroup
+	served  sync.WaitGroup // connections, and the handlers they run
 	stopped bool
 }
 
@@ -40,9 +42,25 @@ type frontConn struct {
 	c        net.Conn
 	inFlight atomic.Int64 // requests being handled, event streams among them
 	streams  atomic.Int64 // event streams served after the chain returned
+	// lastDone is when a request other than an event stream last
+	// returned (Unix nanoseconds): x/net may still be writing its end.
+	lastDone atomic.Int64
 }
 
 type frontConnKey struct{}
+
+// fronts are the fronts of every config still serving connections: a
+// process that exits waits for those a reload left behind too.
+var fronts = struct {
+	sync.Mutex
+	all map[*front]struct{}
+}{all: map[*front]struct{}{}}
+
+// drainBeforeClose is how long, when the process exits, front waits after
+// GOAWAY before it closes the connections that have only event streams in
+// flight: for GOAWAY to reach the client (which then knows what was
+// handled), and for the end of a response whose handler has returned.
+const drainBeforeClose = 50 * time.Millisecond
 
 func newFront(srv *caddyhttp.Server, logger *zap.Logger) *front {
 	f := &front{srv: srv, logger: logger, h2: new(http2.Server), conns: map[*frontConn]struct{}{}}
@@ -52,12 +70,30 @@ func newFront(srv *caddyhttp.Server, logger *zap.Logger) *front {
 		WriteTimeout:      time.Duration(srv.WriteTimeout),
 		IdleTimeout:       time.Duration(srv.IdleTimeout),
 		MaxHeaderBytes:    srv.MaxHeaderBytes,
-		ErrorLog:          zap.NewStdLog(logger),
+		ErrorLog:          log.New(errorLogWriter{logger}, "", 0),
 	}
 	// It only errs on a TLS config that forbids HTTP/2's ciphers; base
 	// has none, and the handshake was Caddy's.
 	_ = http2.ConfigureServer(f.base, f.h2)
+	fronts.Lock()
+	fronts.all[f] = struct{}{}
+	fronts.Unlock()
 	return f
+}
+
+// errorLogWriter logs what x/net/http2 reports as Caddy logs its HTTP
+// servers' error log: a handler's panic as an error, the rest (clients
+// that misbehave) at debug.
+type errorLogWriter struct{ logger *zap.Logger }
+
+func (e errorLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if strings.Contains(msg, "panic") {
+		e.logger.Error(msg)
+	} else {
+		e.logger.Debug(msg)
+	}
+	return len(p), nil
 }
 
 // listen wraps ln: its HTTP/2 connections are f's.
@@ -84,7 +120,9 @@ func (f *front) handshakeTimeout() time.Duration {
 	return d
 }
 
-// serve serves one HTTP/2 connection until it closes.
+// serve serves one HTTP/2 connection until it closes. One whose
+// handshake ended after the shutdown began is closed: its client has sent
+// nothing yet and tries again.
 func (f *front) serve(tc *tls.Conn) {
 	fc := &frontConn{c: tc}
 	f.mu.Lock()
@@ -101,6 +139,7 @@ func (f *front) serve(tc *tls.Conn) {
 		metrics.http2.Dec()
 		f.mu.Lock()
 		delete(f.conns, fc)
+		f.forgetIfDone()
 		f.mu.Unlock()
 		f.served.Done()
 	}()
@@ -111,16 +150,29 @@ func (f *front) serve(tc *tls.Conn) {
 	})
 }
 
+// forgetIfDone drops a stopped front with no connection from fronts, so
+// that an old config is not kept. f.mu is held.
+func (f *front) forgetIfDone() {
+	if f.stopped && len(f.conns) == 0 {
+		fronts.Lock()
+		delete(fronts.all, f)
+		fronts.Unlock()
+	}
+}
+
 // serveRequest runs Caddy's handler chain for one request, then, if the
 // request is an event stream that Serve left in the Parking, the stream:
 // here, with the chain's frames off the stack and its state free.
 func (f *front) serveRequest(w http.ResponseWriter, r *http.Request) {
 	fc := r.Context().Value(frontConnKey{}).(*frontConn)
+	f.served.Add(1) // the connection's count is held: not from zero
+	defer f.served.Done()
 	fc.inFlight.Add(1)
 	defer fc.inFlight.Add(-1)
 	p := new(stream.Parking)
-	f.srv.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stream.ParkingKey{}, p)))
+	f.serveChain(w, r, p)
 	if p.Run == nil {
+		fc.lastDone.Store(time.Now().UnixNano())
 		return
 	}
 	fc.streams.Add(1)
@@ -128,17 +180,44 @@ func (f *front) serveRequest(w http.ResponseWriter, r *http.Request) {
 	p.Run(r.Context().Done())
 }
 
-// shutdown begins to shut f down as Caddy's server does: GOAWAY on every
-// connection, so they close once their requests are done. When the
-// process exits, a connection that has nothing in flight but event streams
-// is closed at once instead: its streams would only end, and each end is
-// a frame to write (about 2 CPU-seconds for 50,000 streams).
+// serveChain runs Caddy's handler. Should anything in it panic after the
+// relay's handler parked a stream, the stream is ended (so its slot and
+// subscription are given back) before the panic goes on.
+func (f *front) serveChain(w http.ResponseWriter, r *http.Request, p *stream.Parking) {
+	defer func() {
+		if v := recover(); v != nil {
+			if p.Run != nil {
+				gone := make(chan struct{})
+				close(gone)
+				p.Run(gone)
+			}
+			panic(v)
+		}
+	}()
+	f.srv.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stream.ParkingKey{}, p)))
+}
+
+// shutdown shuts f down as Caddy's server does: GOAWAY on every
+// connection, so each closes once its requests are done. When the process
+// exits, a connection that has nothing in flight but event streams is then
+// closed, a moment after its GOAWAY, instead: its streams would only end,
+// each with a frame to write (about 2 CPU-seconds for 50,000 streams).
 func (f *front) shutdown(exiting bool) {
 	f.mu.Lock()
 	f.stopped = true
+	f.forgetIfDone()
+	f.mu.Unlock()
+	// GOAWAY; base has no listener or connection of its own to wait for.
+	_ = f.base.Shutdown(context.Background())
+	if !exiting {
+		return
+	}
+	time.Sleep(drainBeforeClose)
+	recent := time.Now().Add(-drainBeforeClose).UnixNano()
+	f.mu.Lock()
 	var idle []*frontConn
 	for fc := range f.conns {
-		if exiting && fc.inFlight.Load() == fc.streams.Load() {
+		if fc.inFlight.Load() == fc.streams.Load() && fc.lastDone.Load() < recent {
 			idle = append(idle, fc)
 		}
 	}
@@ -146,12 +225,14 @@ func (f *front) shutdown(exiting bool) {
 	for _, fc := range idle {
 		_ = fc.c.Close()
 	}
-	// Sends GOAWAY; base has no listener or connection to wait for.
-	_ = f.base.Shutdown(context.Background())
 }
 
-// wait returns once every connection f served has closed, or ctx is done.
+// wait returns once every connection f served, and every handler they
+// ran, has finished, or ctx is done.
 func (f *front) wait(ctx context.Context) error {
+	f.mu.Lock()
+	f.stopped = true // no connection is added from here: Wait may start
+	f.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		f.served.Wait()
@@ -163,4 +244,18 @@ func (f *front) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// liveFronts are the fronts still serving, of srv, or of every server
+// when srv is nil.
+func liveFronts(srv *caddyhttp.Server) []*front {
+	fronts.Lock()
+	defer fronts.Unlock()
+	var out []*front
+	for f := range fronts.all {
+		if srv == nil || f.srv == srv {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -33,13 +33,6 @@ func init() {
 type Listener struct {
 	servers map[string]*caddyhttp.Server
 	logger  *zap.Logger
-	fronts  *frontList
-}
-
-// frontList is what a Listener has wrapped, one front a listener.
-type frontList struct {
-	mu  sync.Mutex
-	all []*front
 }
 
 // CaddyModule returns the Caddy module information.
@@ -49,9 +42,11 @@ func (Listener) CaddyModule() caddy.ModuleInfo {
 
 // Provision finds the HTTP servers and hooks their shutdown: it must be
 // registered before they start, when the listeners are not yet wrapped.
+// When the process exits, every front still serving is shut down and
+// waited for, those a reload left behind included, as Caddy waits for the
+// servers of earlier configs.
 func (l *Listener) Provision(ctx caddy.Context) error {
 	l.logger = ctx.Logger()
-	l.fronts = new(frontList)
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -62,15 +57,20 @@ func (l *Listener) Provision(ctx caddy.Context) error {
 	l.servers = app.(*caddyhttp.App).Servers
 	for _, srv := range l.servers {
 		srv.RegisterOnShutdown(func() {
-			for _, f := range l.frontsOf(srv) {
-				f.shutdown(caddy.Exiting())
+			exiting := caddy.Exiting()
+			of := srv
+			if exiting {
+				of = nil
+			}
+			for _, f := range liveFronts(of) {
+				go f.shutdown(exiting)
 			}
 		})
 		srv.RegisterOnStop(func(ctx context.Context) error {
 			if !caddy.Exiting() {
 				return nil // a reload does not wait for old connections
 			}
-			for _, f := range l.frontsOf(srv) {
+			for _, f := range liveFronts(nil) {
 				if err := f.wait(ctx); err != nil {
 					return err
 				}
@@ -107,26 +107,12 @@ func (l *Listener) WrapListener(ln net.Listener) net.Listener {
 		l.logger.Warn("no HTTP server listens here; connections pass through", zap.Stringer("address", ln.Addr()))
 		return ln
 	}
-	f := newFront(srv, l.logger)
-	l.fronts.mu.Lock()
-	l.fronts.all = append(l.fronts.all, f)
-	l.fronts.mu.Unlock()
-	return f.listen(ln)
+	return newFront(srv, l.logger).listen(ln)
 }
 
-func (l *Listener) frontsOf(srv *caddyhttp.Server) []*front {
-	l.fronts.mu.Lock()
-	defer l.fronts.mu.Unlock()
-	var out []*front
-	for _, f := range l.fronts.all {
-		if f.srv == srv {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-// serverOf is the server among servers that listens on addr's TCP port.
+// serverOf is the server among servers that listens on addr: its port,
+// and its host when the listen address names one. (A listener on port 0
+// matches none: its port is the system's choice.)
 func serverOf(servers map[string]*caddyhttp.Server, addr net.Addr) *caddyhttp.Server {
 	tcp, ok := addr.(*net.TCPAddr)
 	if !ok {
@@ -138,7 +124,10 @@ func serverOf(servers map[string]*caddyhttp.Server, addr net.Addr) *caddyhttp.Se
 			if err != nil || na.IsUnixNetwork() || na.IsFdNetwork() {
 				continue
 			}
-			if uint(tcp.Port) >= na.StartPort && uint(tcp.Port) <= na.EndPort {
+			if uint(tcp.Port) < na.StartPort || uint(tcp.Port) > na.EndPort {
+				continue
+			}
+			if ip := net.ParseIP(na.Host); na.Host == "" || ip != nil && ip.Equal(tcp.IP) {
 				return srv
 			}
 		}
@@ -226,6 +215,11 @@ func (s *sortingListener) pass(c net.Conn) {
 }
 
 func (s *sortingListener) Accept() (net.Conn, error) {
+	select {
+	case <-s.closed:
+		return nil, net.ErrClosed
+	default:
+	}
 	select {
 	case c := <-s.conns:
 		return c, nil

@@ -27,11 +27,13 @@ func TestListenerCaddyfile(t *testing.T) {
 }
 
 // TestServerOf: a listener belongs to the server whose listen addresses
-// hold its port.
+// hold its port, and its address where they name one.
 func TestServerOf(t *testing.T) {
 	a := &caddyhttp.Server{Listen: []string{":443"}}
 	b := &caddyhttp.Server{Listen: []string{"127.0.0.1:9000-9010", "unix//run/caddy.sock"}}
-	servers := map[string]*caddyhttp.Server{"a": a, "b": b}
+	c2 := &caddyhttp.Server{Listen: []string{"127.0.0.2:8443"}}
+	d := &caddyhttp.Server{Listen: []string{"127.0.0.3:8443"}}
+	servers := map[string]*caddyhttp.Server{"a": a, "b": b, "c": c2, "d": d}
 	for _, c := range []struct {
 		addr net.Addr
 		want *caddyhttp.Server
@@ -40,6 +42,8 @@ func TestServerOf(t *testing.T) {
 		{&net.TCPAddr{IP: net.IPv6loopback, Port: 443}, a},
 		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9005}, b},
 		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9011}, nil},
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 3), Port: 8443}, d},
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8443}, nil},
 		{&net.UnixAddr{Name: "/run/caddy.sock", Net: "unix"}, nil},
 	} {
 		if got := serverOf(servers, c.addr); got != c.want {
