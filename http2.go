@@ -33,7 +33,7 @@ type front struct {
 
 	mu      sync.Mutex
 	conns   map[*frontConn]struct{}
-	served  sync.WaitGroup // connections, and the handlers they run
+	served  sync.WaitGroup // connections being served
 	stopped bool
 }
 
@@ -162,15 +162,27 @@ func (f *front) forgetIfDone() {
 
 // serveRequest runs Caddy's handler chain for one request, then, if the
 // request is an event stream that Serve left in the Parking, the stream:
-// here, with the chain's frames off the stack and its state free.
+// here, with the chain's frames off the stack and its state free. (No
+// function of its own around the chain: a frame more under Caddy's grows
+// some request goroutines' stacks to 32 KiB on the way.)
 func (f *front) serveRequest(w http.ResponseWriter, r *http.Request) {
 	fc := r.Context().Value(frontConnKey{}).(*frontConn)
-	f.served.Add(1) // the connection's count is held: not from zero
-	defer f.served.Done()
 	fc.inFlight.Add(1)
 	defer fc.inFlight.Add(-1)
 	p := new(stream.Parking)
-	f.serveChain(w, r, p)
+	returned := false
+	defer func() {
+		// Something in the chain panicked after the relay's handler
+		// parked a stream: end it, so that its slot and subscription are
+		// given back, and let the panic go on.
+		if !returned && p.Run != nil {
+			gone := make(chan struct{})
+			close(gone)
+			p.Run(gone)
+		}
+	}()
+	f.srv.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stream.ParkingKey{}, p)))
+	returned = true
 	if p.Run == nil {
 		fc.lastDone.Store(time.Now().UnixNano())
 		return
@@ -178,23 +190,6 @@ func (f *front) serveRequest(w http.ResponseWriter, r *http.Request) {
 	fc.streams.Add(1)
 	defer fc.streams.Add(-1)
 	p.Run(r.Context().Done())
-}
-
-// serveChain runs Caddy's handler. Should anything in it panic after the
-// relay's handler parked a stream, the stream is ended (so its slot and
-// subscription are given back) before the panic goes on.
-func (f *front) serveChain(w http.ResponseWriter, r *http.Request, p *stream.Parking) {
-	defer func() {
-		if v := recover(); v != nil {
-			if p.Run != nil {
-				gone := make(chan struct{})
-				close(gone)
-				p.Run(gone)
-			}
-			panic(v)
-		}
-	}()
-	f.srv.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stream.ParkingKey{}, p)))
 }
 
 // shutdown shuts f down as Caddy's server does: GOAWAY on every
@@ -227,8 +222,9 @@ func (f *front) shutdown(exiting bool) {
 	}
 }
 
-// wait returns once every connection f served, and every handler they
-// ran, has finished, or ctx is done.
+// wait returns once every connection f served has closed, or ctx is done.
+// (Not every handler: those of a connection closed at the exit only
+// unwind.)
 func (f *front) wait(ctx context.Context) error {
 	f.mu.Lock()
 	f.stopped = true // no connection is added from here: Wait may start

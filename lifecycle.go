@@ -71,11 +71,17 @@ func (h *Handler) endOnShutdown(ctx caddy.Context) {
 	}
 	for _, srv := range app.(*caddyhttp.App).Servers {
 		srv.RegisterOnShutdown(func() {
-			if caddy.Exiting() {
-				h.end(0)
-			} else {
+			if !caddy.Exiting() {
 				h.end(h.closeWindow())
+				return
 			}
+			if len(liveFronts(nil)) > 0 {
+				// The relay serves HTTP/2 (http2.go) and first closes the
+				// connections that carry only streams: those streams
+				// then need no end of their own, each a frame to write.
+				time.Sleep(drainBeforeClose + 20*time.Millisecond)
+			}
+			h.end(0)
 		})
 	}
 }
