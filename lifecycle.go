@@ -18,7 +18,10 @@ import (
 //     the process exits, every stream ends at once, so `caddy stop`
 //     returns in seconds; on a reload, each stream ends at a random point
 //     of reload_close_window and its client resumes on the new config with
-//     Last-Event-ID.
+//     Last-Event-ID. Where the relay serves HTTP/2 (http2.go), its
+//     connections get GOAWAY too, and, when the process exits, those with
+//     only streams in flight are closed 50 ms later, before the streams
+//     are ended; Caddy's stop then waits for the rest.
 //  3. The old handlers' Cleanup does the same (end), for a config whose
 //     servers never started, and gives its relay back to the pool.
 //  4. A relay no handler uses any more (a changed broker URL or hub
