@@ -146,7 +146,7 @@ func (f *front) serve(tc *tls.Conn) {
 	f.h2.ServeConn(tc, &http2.ServeConnOpts{
 		Context:    context.WithValue(context.Background(), frontConnKey{}, fc),
 		BaseConfig: f.base,
-		Handler:    http.HandlerFunc(f.serveRequest),
+		Handler:    f,
 	})
 }
 
@@ -160,36 +160,45 @@ func (f *front) forgetIfDone() {
 	}
 }
 
-// serveRequest runs Caddy's handler chain for one request, then, if the
-// request is an event stream that Serve left in the Parking, the stream:
-// here, with the chain's frames off the stack and its state free. (No
-// function of its own around the chain: a frame more under Caddy's grows
-// some request goroutines' stacks to 32 KiB on the way.)
-func (f *front) serveRequest(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP runs Caddy's handler chain for one request (runChain), then,
+// if the request is an event stream that Serve left in the Parking, the
+// stream: here, with the chain's frames off the stack and its state free.
+// The frames under a parked stream are kept small (no http.HandlerFunc
+// either): see stream's writer.run.
+func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fc := r.Context().Value(frontConnKey{}).(*frontConn)
 	fc.inFlight.Add(1)
 	defer fc.inFlight.Add(-1)
+	parked := f.runChain(w, r, fc)
+	if parked == nil {
+		return
+	}
+	fc.streams.Add(1)
+	defer fc.streams.Add(-1)
+	parked.Serve(r.Context().Done())
+}
+
+// runChain runs Caddy's handler with a Parking in the request's context,
+// and returns the stream left there, if any.
+func (f *front) runChain(w http.ResponseWriter, r *http.Request, fc *frontConn) stream.Parked {
 	p := new(stream.Parking)
 	returned := false
 	defer func() {
 		// Something in the chain panicked after the relay's handler
 		// parked a stream: end it, so that its slot and subscription are
 		// given back, and let the panic go on.
-		if !returned && p.Run != nil {
+		if !returned && p.Stream != nil {
 			gone := make(chan struct{})
 			close(gone)
-			p.Run(gone)
+			p.Stream.Serve(gone)
 		}
 	}()
 	f.srv.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stream.ParkingKey{}, p)))
 	returned = true
-	if p.Run == nil {
+	if p.Stream == nil {
 		fc.lastDone.Store(time.Now().UnixNano())
-		return
 	}
-	fc.streams.Add(1)
-	defer fc.streams.Add(-1)
-	p.Run(r.Context().Done())
+	return p.Stream
 }
 
 // shutdown shuts f down as Caddy's server does: GOAWAY on every

@@ -93,11 +93,12 @@ func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
 	if r.ProtoMajor == 1 && st.takeOver(inner) {
 		return // the stream goes on in its own goroutine
 	}
+	st.inner = inner
 	if p, ok := r.Context().Value(ParkingKey{}).(*Parking); ok {
-		p.Run = func(done <-chan struct{}) { st.serveOn(inner, done) }
+		p.Stream = st
 		return // the handler that put p there serves the stream
 	}
-	st.serveOn(inner, r.Context().Done())
+	st.Serve(r.Context().Done())
 }
 
 // ParkingKey holds a *Parking in a request's context.
@@ -105,14 +106,18 @@ type ParkingKey struct{}
 
 // Parking is left in a request's context by a handler that calls the
 // handler chain and can serve a stream once the chain has returned: Serve
-// then sets Run instead of serving the stream inside the chain, whose
-// frames and per-request state would stay with it for its life. Run
-// serves the stream until it ends or done closes.
-type Parking struct{ Run func(done <-chan struct{}) }
+// then leaves the stream in it instead of serving it inside the chain,
+// whose frames and per-request state would stay with it for its life.
+type Parking struct{ Stream Parked }
 
-// serveOn writes the stream to inner, the server's own ResponseWriter.
-func (st *writer) serveOn(inner http.ResponseWriter, done <-chan struct{}) {
-	rw := bypass(inner, st.cfg.WriteTimeout)
+// Parked is a stream left in a Parking. Serve serves it until it ends or
+// done closes. (An interface, not a func: a closure would be one more
+// frame on the parked stack; see writer.run.)
+type Parked interface{ Serve(done <-chan struct{}) }
+
+// Serve writes the stream to inner, the server's own ResponseWriter.
+func (st *writer) Serve(done <-chan struct{}) {
+	rw := bypass(st.inner, st.cfg.WriteTimeout)
 	st.wire = rw
 	writes.watch(rw)
 	defer writes.forget(rw)

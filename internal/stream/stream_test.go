@@ -273,7 +273,7 @@ func TestServeHeartbeatOnlyWhenSilent(t *testing.T) {
 }
 
 // TestServeParked: with a Parking in the request's context, Serve writes
-// the headers and returns, and the stream is served by Run afterwards,
+// the headers and returns, and the stream is served from it afterwards,
 // outside the handler chain; HTTP/1.1 is taken over instead, as always.
 func TestServeParked(t *testing.T) {
 	protocols(t, func(t *testing.T, http2 bool) {
@@ -291,9 +291,9 @@ func TestServeParked(t *testing.T) {
 			p := new(Parking)
 			cfg.Serve(w, r.WithContext(context.WithValue(r.Context(), ParkingKey{}, p)),
 				Stream{Sub: sub, Channels: []string{"a"}, Done: func() { h.Unsubscribe(sub) }})
-			parked <- p.Run != nil
-			if p.Run != nil {
-				p.Run(r.Context().Done())
+			parked <- p.Stream != nil
+			if p.Stream != nil {
+				p.Stream.Serve(r.Context().Done())
 			}
 		}))
 		srv.EnableHTTP2 = http2
