@@ -64,31 +64,41 @@ type config struct {
 	// Stop, when set, stops the server with the streams still open, at the
 	// end of the run, and reports how long that took.
 	Stop func() (time.Duration, error)
+	// Admin, when set, is the relay's admin address: once the streams
+	// are open, two GCs are forced through it and RSS is read again once
+	// the runtime has returned what it freed (RSSSettledPerSubKiB).
+	Admin string
 }
 
 // result is the JSON line a run prints.
 type result struct {
-	Mode            string  `json:"mode"`
-	Subscribers     int     `json:"subscribers"`
-	Connected       int     `json:"connected"`
-	Events          int     `json:"events"`
-	Delivered       uint64  `json:"delivered"`
-	Expected        uint64  `json:"expected"`
-	Duplicates      uint64  `json:"duplicates"`
-	DeliveriesPerS  float64 `json:"deliveries_per_s"`
-	P50ms           float64 `json:"p50_ms"`
-	P90ms           float64 `json:"p90_ms"`
-	P99ms           float64 `json:"p99_ms"`
-	Maxms           float64 `json:"max_ms"`
-	RSSPerSubKiB    float64 `json:"rss_per_sub_kib,omitempty"`
-	RSSIdleMiB      float64 `json:"rss_idle_mib,omitempty"`
-	RSSLoadedMiB    float64 `json:"rss_loaded_mib,omitempty"`
-	BrokerConns     int     `json:"broker_connections,omitempty"`
-	ConnectSeconds  float64 `json:"connect_s"`
-	PublishSeconds  float64 `json:"publish_s"`
-	DeliverySeconds float64 `json:"delivery_s"`
-	Channels        int     `json:"channels,omitempty"`
-	EventsPerS      float64 `json:"events_per_s,omitempty"` // events published and delivered per second, with -channels
+	Mode           string  `json:"mode"`
+	Subscribers    int     `json:"subscribers"`
+	Connected      int     `json:"connected"`
+	Events         int     `json:"events"`
+	Delivered      uint64  `json:"delivered"`
+	Expected       uint64  `json:"expected"`
+	Duplicates     uint64  `json:"duplicates"`
+	DeliveriesPerS float64 `json:"deliveries_per_s"`
+	P50ms          float64 `json:"p50_ms"`
+	P90ms          float64 `json:"p90_ms"`
+	P99ms          float64 `json:"p99_ms"`
+	Maxms          float64 `json:"max_ms"`
+	RSSPerSubKiB   float64 `json:"rss_per_sub_kib,omitempty"`
+	// RSSSettledPerSubKiB is RSSPerSubKiB after two forced GCs and the
+	// runtime returning the memory they freed: what an idle stream costs
+	// once the garbage of connecting is gone and the goroutines' stacks
+	// have shrunk (Go shrinks them during GC only).
+	RSSSettledPerSubKiB float64 `json:"rss_settled_per_sub_kib,omitempty"`
+	RSSSettledMiB       float64 `json:"rss_settled_mib,omitempty"`
+	RSSIdleMiB          float64 `json:"rss_idle_mib,omitempty"`
+	RSSLoadedMiB        float64 `json:"rss_loaded_mib,omitempty"`
+	BrokerConns         int     `json:"broker_connections,omitempty"`
+	ConnectSeconds      float64 `json:"connect_s"`
+	PublishSeconds      float64 `json:"publish_s"`
+	DeliverySeconds     float64 `json:"delivery_s"`
+	Channels            int     `json:"channels,omitempty"`
+	EventsPerS          float64 `json:"events_per_s,omitempty"` // events published and delivered per second, with -channels
 	// CPU used from the first publish to the last delivery, in cores (CPU
 	// seconds per second): the relay, the broker servers, this tool.
 	RelayCores  float64 `json:"relay_cores,omitempty"`
@@ -216,6 +226,10 @@ func run(ctx context.Context, c config) (result, error) {
 	}
 	time.Sleep(500 * time.Millisecond) // let the relay settle before measuring memory
 	rssLoaded := rss(c.PID)
+	var rssSettled int64
+	if c.Admin != "" && c.PID > 0 {
+		rssSettled = settledRSS(c.Admin, c.PID)
+	}
 
 	cpuStart := l.cpu()
 	pubStart := time.Now()
@@ -253,6 +267,10 @@ func run(ctx context.Context, c config) (result, error) {
 		r.RSSIdleMiB = float64(rssIdle) / (1 << 20)
 		r.RSSLoadedMiB = float64(rssLoaded) / (1 << 20)
 		r.RSSPerSubKiB = float64(rssLoaded-rssIdle) / float64(c.Subs) / 1024
+	}
+	if rssIdle > 0 && rssSettled > 0 {
+		r.RSSSettledMiB = float64(rssSettled) / (1 << 20)
+		r.RSSSettledPerSubKiB = float64(rssSettled-rssIdle) / float64(c.Subs) / 1024
 	}
 	r.BrokerConns = brokerConns(c)
 	r.Proto = c.Proto
@@ -601,6 +619,32 @@ func (l *load) publisher(ctx context.Context) (func(ch, payload string) error, f
 		}, func() { rc.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("-publish %q: want http, postgres, redis or redis-cluster", l.c.Publish)
+}
+
+// settledRSS forces two GCs in the relay through its admin endpoint (a
+// goroutine's stack shrinks by half at most once a GC), then reads its RSS
+// until the runtime has returned what they freed: until a second passes
+// with less than 1% change, for at most 20 s.
+func settledRSS(admin string, pid int) int64 {
+	client := &http.Client{Timeout: 30 * time.Second}
+	for range 2 {
+		resp, err := client.Get("http://" + admin + "/debug/pprof/heap?gc=1")
+		if err != nil {
+			return 0
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	last := rss(pid)
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		now := rss(pid)
+		if d := last - now; d >= 0 && d < last/100 {
+			return now
+		}
+		last = now
+	}
+	return last
 }
 
 // rss is a process's resident set size in bytes, or 0.

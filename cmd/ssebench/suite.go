@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -62,19 +63,19 @@ var scenarios = []scenario{
 	// What browsers use when Caddy serves TLS: HTTP/2, and HTTP/3 once
 	// they have seen Alt-Svc.
 	{name: "h2 idle 50k, 20 events at once", publish: "redis", subs: 50000, events: 20, proto: "h2", timeStop: true,
-		metrics: []string{"rss/sub", "deliveries/s", "stop"}},
+		metrics: []string{"rss/sub", "rss/sub settled", "deliveries/s", "stop"}},
 	{name: "h2 latency 1k at 20/s", publish: "redis", subs: 1000, events: 200, rate: 20, proto: "h2", metrics: []string{"p99"}},
 	{name: "h3 10k, 20 events at once", publish: "redis", subs: 10000, events: 20, proto: "h3",
-		metrics: []string{"rss/sub", "deliveries/s", "p99"}},
+		metrics: []string{"rss/sub", "rss/sub settled", "deliveries/s", "p99"}},
 	{name: "h2 100k, 20 events at once", publish: "redis", subs: 100000, events: 20, proto: "h2",
-		metrics: []string{"rss", "delivery time"}},
+		metrics: []string{"rss", "rss settled", "delivery time"}},
 	// The same with the relay serving HTTP/2 (listener_wrappers { sse_relay }).
 	{name: "h2 idle 50k, 20 events at once, the relay serving HTTP/2", publish: "redis", subs: 50000, events: 20,
-		proto: "h2", relayHTTP2: true, timeStop: true, metrics: []string{"rss/sub", "deliveries/s", "stop"}},
+		proto: "h2", relayHTTP2: true, timeStop: true, metrics: []string{"rss/sub", "rss/sub settled", "deliveries/s", "stop"}},
 	{name: "h2 latency 1k at 20/s, the relay serving HTTP/2", publish: "redis", subs: 1000, events: 200, rate: 20,
 		proto: "h2", relayHTTP2: true, metrics: []string{"p99"}},
 	{name: "h2 100k, 20 events at once, the relay serving HTTP/2", publish: "redis", subs: 100000, events: 20,
-		proto: "h2", relayHTTP2: true, metrics: []string{"rss", "delivery time"}},
+		proto: "h2", relayHTTP2: true, metrics: []string{"rss", "rss settled", "delivery time"}},
 }
 
 func runSuite(caddyBin, only string, rounds int) error {
@@ -276,6 +277,9 @@ func runOne(caddyBin string, b *brokers, sc scenario, mode string) (result, erro
 	if sc.timeStop && srv.admin != "" {
 		c.Stop = srv.caddyStop
 	}
+	if slices.Contains(sc.metrics, "rss/sub settled") || slices.Contains(sc.metrics, "rss settled") {
+		c.Admin = srv.admin // relay modes only: the reference has no admin endpoint
+	}
 	switch {
 	case mode == "relay" && sc.publish == "postgres":
 		c.Publish, c.PG = "postgres", b.pg.URL()
@@ -419,10 +423,14 @@ type metric struct {
 }
 
 var metrics = map[string]metric{
-	"deliveries/s":  {func(r result) float64 { return r.DeliveriesPerS }, "deliveries/s"},
-	"p99":           {func(r result) float64 { return r.P99ms }, "ms p99"},
-	"rss/sub":       {func(r result) float64 { return r.RSSPerSubKiB }, "KiB RSS per subscriber"},
-	"rss":           {func(r result) float64 { return r.RSSLoadedMiB }, "MiB RSS with the streams open"},
+	"deliveries/s": {func(r result) float64 { return r.DeliveriesPerS }, "deliveries/s"},
+	"p99":          {func(r result) float64 { return r.P99ms }, "ms p99"},
+	"rss/sub":      {func(r result) float64 { return r.RSSPerSubKiB }, "KiB RSS per subscriber"},
+	"rss":          {func(r result) float64 { return r.RSSLoadedMiB }, "MiB RSS with the streams open"},
+	"rss/sub settled": {func(r result) float64 { return r.RSSSettledPerSubKiB },
+		"KiB RSS per subscriber after two GCs and the runtime returning what they freed (relay only)"},
+	"rss settled": {func(r result) float64 { return r.RSSSettledMiB },
+		"MiB RSS with the streams open, after two GCs (relay only)"},
 	"delivery time": {func(r result) float64 { return r.DeliverySeconds }, "s from the first publish to the last delivery"},
 	"stop":          {func(r result) float64 { return r.StopSeconds }, "s for caddy stop with the streams open (relay only)"},
 	"events/s vs one redis": {func(r result) float64 { return r.EventsPerS },
