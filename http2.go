@@ -45,6 +45,10 @@ type frontConn struct {
 	// lastDone is when a request other than an event stream last
 	// returned (Unix nanoseconds): x/net may still be writing its end.
 	lastDone atomic.Int64
+	// release gives back the connection's count in served, once: when
+	// it is served no more, or when the exit closes it (its serving then
+	// only unwinds, and the exit need not wait behind that).
+	release sync.Once
 }
 
 type frontConnKey struct{}
@@ -141,7 +145,7 @@ func (f *front) serve(tc *tls.Conn) {
 		delete(f.conns, fc)
 		f.forgetIfDone()
 		f.mu.Unlock()
-		f.served.Done()
+		fc.release.Do(f.served.Done)
 	}()
 	f.h2.ServeConn(tc, &http2.ServeConnOpts{
 		Context:    context.WithValue(context.Background(), frontConnKey{}, fc),
@@ -228,12 +232,14 @@ func (f *front) shutdown(exiting bool) {
 	f.mu.Unlock()
 	for _, fc := range idle {
 		_ = fc.c.Close()
+		fc.release.Do(f.served.Done)
 	}
 }
 
 // wait returns once every connection f served has closed, or ctx is done.
-// (Not every handler: those of a connection closed at the exit only
-// unwind.)
+// (Not every handler, and not the serving of a connection the exit closed:
+// they only unwind, 50,000 goroutines of them for as many streams, and
+// the process need not wait for the CPU behind them.)
 func (f *front) wait(ctx context.Context) error {
 	f.mu.Lock()
 	f.stopped = true // no connection is added from here: Wait may start
