@@ -623,8 +623,8 @@ func (l *load) publisher(ctx context.Context) (func(ch, payload string) error, f
 
 // settledRSS forces two GCs in the relay through its admin endpoint (a
 // goroutine's stack shrinks by half at most once a GC), then reads its RSS
-// until the runtime has returned what they freed: until a second passes
-// with less than 1% change, for at most 20 s.
+// every half second for 12 s and returns the least: the runtime returns
+// freed memory to the system gradually, over seconds.
 func settledRSS(admin string, pid int) int64 {
 	client := &http.Client{Timeout: 30 * time.Second}
 	for range 2 {
@@ -635,16 +635,12 @@ func settledRSS(admin string, pid int) int64 {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	last := rss(pid)
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
-		time.Sleep(time.Second)
-		now := rss(pid)
-		if d := last - now; d >= 0 && d < last/100 {
-			return now
-		}
-		last = now
+	least := rss(pid)
+	for range 24 {
+		time.Sleep(500 * time.Millisecond)
+		least = min(least, rss(pid))
 	}
-	return last
+	return least
 }
 
 // rss is a process's resident set size in bytes, or 0.
