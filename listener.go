@@ -25,8 +25,8 @@ func init() {
 // serves the server's HTTP/2 connections itself (http2.go): each request
 // still goes through the server's routes, but an event stream then goes on
 // beneath a handler of the relay's, above Caddy's, so that it keeps a
-// shallow stack and none of the chain's per-request state (about 20 KiB a
-// stream instead of 30), and a stopping server can close at once the
+// shallow stack and none of the chain's per-request state (about 17 KiB a
+// stream instead of 28), and a stopping server can close at once the
 // connections that carry nothing but event streams. Connections that
 // negotiate HTTP/1.1 go to Caddy's server as before; HTTP/3 does not pass
 // through listener wrappers.
