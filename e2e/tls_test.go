@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -214,6 +215,70 @@ func TestRelayHTTP2Stop(t *testing.T) {
 	took := waitExit(t, n, 5*time.Second, "admin /stop", start)
 	t.Logf("streams alone ended %v after the stop; the proxied request finished; exited after %v",
 		aloneEnded.Round(time.Millisecond), took.Round(time.Millisecond))
+}
+
+// TestRelayHTTP2ParkedStack: with the relay serving HTTP/2, an idle
+// stream's goroutine waits outside Caddy's handler chain on a stack that
+// GC halves to 4 KiB (its frames stay under a quarter of 8 KiB, counting
+// Go's guard), where under the chain it keeps 16 KiB. A few dozen bytes
+// more in the frames under a parked stream (stream's writer.run and loop,
+// http2.go's ServeHTTP) and it stays at 8 KiB: this test says so.
+func TestRelayHTTP2ParkedStack(t *testing.T) {
+	const streams = 1000
+	for _, c := range []struct {
+		name, global string
+		most         float64 // KiB of stack a stream
+	}{
+		{"the relay serves HTTP2", relayHTTP2, 6},
+		{"caddy serves HTTP2", "", 20},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			n := startNodeWith(t, c.global, `sse_relay /events/* {
+		heartbeat 0
+		max_connections_per_ip 2000
+	}`, true)
+			client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+			before := stackInUse(t, n)
+			for range streams {
+				s, err := sseclient.Open(client, n.base+"/events/stack", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+			}
+			per := float64(stackInUse(t, n)-before) / streams / 1024
+			if per > c.most || per < 3 {
+				t.Fatalf("%.1f KiB of stack a stream, want 3 to %.0f", per, c.most)
+			}
+			t.Logf("%.1f KiB of stack a stream", per)
+		})
+	}
+}
+
+// stackInUse is the node's goroutine stacks in bytes, after three GCs (a
+// stack halves at most once a GC).
+func stackInUse(t *testing.T, n *node) uint64 {
+	t.Helper()
+	for range 3 {
+		resp, err := http.Get(n.admin + "/debug/pprof/heap?gc=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	resp, err := http.Get(n.admin + "/debug/vars")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var vars struct {
+		Memstats struct{ StackInuse uint64 } `json:"memstats"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&vars); err != nil {
+		t.Fatal(err)
+	}
+	return vars.Memstats.StackInuse
 }
 
 // relayHTTP2Conns is the HTTP/2 connections the relay's listener wrapper
