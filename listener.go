@@ -26,8 +26,9 @@ func init() {
 // still goes through the server's routes, but an event stream then goes on
 // beneath a handler of the relay's, above Caddy's, so that it keeps a
 // shallow stack and none of the chain's per-request state (about 17 KiB a
-// stream instead of 28), and a stopping server can close at once the
-// connections that carry nothing but event streams. Connections that
+// stream instead of 28), and a process that exits can close the
+// connections that carry nothing but event streams instead of ending
+// each stream with a frame (http2.go's shutdown). Connections that
 // negotiate HTTP/1.1 go to Caddy's server as before; HTTP/3 does not pass
 // through listener wrappers.
 type Listener struct {
