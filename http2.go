@@ -20,7 +20,7 @@ import (
 
 // front serves one listener's HTTP/2 connections for a Caddy server, with
 // x/net/http2 as Caddy does, but with a handler of its own above Caddy's:
-// serveRequest. Caddy's server does not see these connections, so front
+// its ServeHTTP. Caddy's server does not see these connections, so front
 // also does what its shutdown would: GOAWAY, and a wait for their requests.
 type front struct {
 	srv    *caddyhttp.Server

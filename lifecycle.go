@@ -82,6 +82,11 @@ func (h *Handler) endOnShutdown(ctx caddy.Context) {
 				// The relay serves HTTP/2 (http2.go) and first closes the
 				// connections that carry only streams: those streams
 				// then need no end of their own, each a frame to write.
+				// A wait, not a barrier on the closes: with the ends held
+				// until every close had returned, 50,000 streams took
+				// 0.6 s to stop instead of 0.35 to 0.45 (not understood;
+				// each close of a connection waits for its reader to be
+				// scheduled).
 				time.Sleep(drainBeforeClose + 20*time.Millisecond)
 			}
 			h.end(0)
