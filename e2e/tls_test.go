@@ -55,13 +55,8 @@ func TestTLSStreams(t *testing.T) {
 	}
 }
 
-// relayHTTP2 is the global option that has the relay serve HTTP/2
-// connections (the sse_relay listener wrapper).
-const relayHTTP2 = `servers {
-		listener_wrappers {
-			sse_relay
-		}
-	}`
+// relayHTTP2 is the global option that has the relay serve HTTP/2.
+const relayHTTP2 = testsrv.RelayHTTP2
 
 func testTLSStreams(t *testing.T, n *node, relayServesHTTP2 bool) {
 	// Clear text to the TLS port gets a 400, as from net/http.
@@ -259,13 +254,8 @@ func TestRelayHTTP2ParkedStack(t *testing.T) {
 // stack halves at most once a GC).
 func stackInUse(t *testing.T, n *node) uint64 {
 	t.Helper()
-	for range 3 {
-		resp, err := http.Get(n.admin + "/debug/pprof/heap?gc=1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+	if err := testsrv.ForceGC(n.admin, 3); err != nil {
+		t.Fatal(err)
 	}
 	resp, err := http.Get(n.admin + "/debug/vars")
 	if err != nil {

@@ -626,14 +626,8 @@ func (l *load) publisher(ctx context.Context) (func(ch, payload string) error, f
 // every half second for 12 s and returns the least: the runtime returns
 // freed memory to the system gradually, over seconds.
 func settledRSS(admin string, pid int) int64 {
-	client := &http.Client{Timeout: 30 * time.Second}
-	for range 2 {
-		resp, err := client.Get("http://" + admin + "/debug/pprof/heap?gc=1")
-		if err != nil {
-			return 0
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+	if err := testsrv.ForceGC("http://"+admin, 2); err != nil {
+		return 0
 	}
 	least := rss(pid)
 	for range 24 {

@@ -258,7 +258,7 @@ func runOne(caddyBin string, b *brokers, sc scenario, mode string) (result, erro
 	default:
 		global := ""
 		if sc.relayHTTP2 && mode == "relay" {
-			global = "servers {\n\t\tlistener_wrappers {\n\t\t\tsse_relay\n\t\t}\n\t}"
+			global = testsrv.RelayHTTP2
 		}
 		srv, err = startCaddyOver(caddyBin, broker, "", proto, global)
 	}

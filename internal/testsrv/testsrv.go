@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -42,6 +43,34 @@ func FreePort() (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no port free on both TCP and UDP: %w", err)
+}
+
+// RelayHTTP2 is the global option that has the relay serve the HTTP/2
+// connections of every site (the sse_relay listener wrapper), for the
+// tests and the load tool.
+const RelayHTTP2 = `servers {
+		listener_wrappers {
+			sse_relay
+		}
+	}`
+
+// ForceGC has the Caddy whose admin endpoint is at admin (http://host:port)
+// run n garbage collections, one after another (a goroutine's stack
+// shrinks by half at most once a collection).
+func ForceGC(admin string, n int) error {
+	client := &http.Client{Timeout: 30 * time.Second}
+	for range n {
+		resp, err := client.Get(admin + "/debug/pprof/heap?gc=1")
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /debug/pprof/heap?gc=1: %s", resp.Status)
+		}
+	}
+	return nil
 }
 
 // Postgres is a private PostgreSQL cluster.
