@@ -484,20 +484,12 @@ func TestHistoryResumesOnAnotherNode(t *testing.T) {
 // another node between the two commits gets both, once, as does a stream
 // that was open all along.
 func TestHistoryCommitOrder(t *testing.T) {
-	url := historyBrokers(t)["postgres"]
-	load(t, historySite(url, ""))
-	ch := uniq("co")
-	open := subscribe(t, "/a/"+ch)
-	post(t, "/a/"+ch, "before")
-	_, id := idOf(t, open)
-	commitA := reverseCommits(t, ch)
+	ch, open, id, commitA := commitOrderSetup(t, "co")
 	resumed := subscribe(t, "/b/"+ch, "Last-Event-ID", id)
 	resumed.nothing(t, 300*time.Millisecond)
 	commitA()
 	for _, s := range []*sseClient{open, resumed} {
-		if a, b := s.next(t), s.next(t); a.Data != "a" || b.Data != "b" {
-			t.Fatalf("got %+v then %+v, want a then b", a, b)
-		}
+		wantAThenB(t, s, "")
 		s.nothing(t, 300*time.Millisecond)
 	}
 }
@@ -511,13 +503,7 @@ func TestHistoryCommitOrder(t *testing.T) {
 // once, in order, as does a third resume after, from the ring; only the
 // first read the log.
 func TestHistoryCommitOrderFromTheRing(t *testing.T) {
-	url := historyBrokers(t)["postgres"]
-	load(t, historySite(url, ""))
-	ch := uniq("cor")
-	open := subscribe(t, "/a/"+ch)
-	post(t, "/a/"+ch, "before")
-	_, id := idOf(t, open)
-	commitA := reverseCommits(t, ch)
+	ch, _, id, commitA := commitOrderSetup(t, "cor")
 	read := subscribe(t, "/b/"+ch, "Last-Event-ID", id)
 	read.nothing(t, 300*time.Millisecond)
 	backfills := historyBackfills(t)
@@ -525,19 +511,37 @@ func TestHistoryCommitOrderFromTheRing(t *testing.T) {
 	fromRing.nothing(t, 300*time.Millisecond)
 	commitA()
 	for _, s := range []*sseClient{read, fromRing} {
-		if a, b := s.next(t), s.next(t); a.Data != "a" || b.Data != "b" {
-			t.Fatalf("got %+v then %+v, want a then b", a, b)
-		}
+		wantAThenB(t, s, "")
 	}
 	after := subscribe(t, "/b/"+ch, "Last-Event-ID", id)
-	if a, b := after.next(t), after.next(t); a.Data != "a" || b.Data != "b" {
-		t.Fatalf("after both commits: got %+v then %+v, want a then b", a, b)
-	}
+	wantAThenB(t, after, "after both commits: ")
 	for _, s := range []*sseClient{read, fromRing, after} {
 		s.nothing(t, 300*time.Millisecond)
 	}
 	if n := historyBackfills(t); n != backfills {
 		t.Fatalf("%d more resumes read the log, want 0", n-backfills)
+	}
+}
+
+// commitOrderSetup loads a Postgres history site, opens a stream on a
+// fresh channel named after prefix, publishes one event and takes its id,
+// then publishes a and b in two transactions and commits b's (see
+// reverseCommits).
+func commitOrderSetup(t *testing.T, prefix string) (ch string, open *sseClient, id string, commitA func()) {
+	t.Helper()
+	load(t, historySite(historyBrokers(t)["postgres"], ""))
+	ch = uniq(prefix)
+	open = subscribe(t, "/a/"+ch)
+	post(t, "/a/"+ch, "before")
+	_, id = idOf(t, open)
+	return ch, open, id, reverseCommits(t, ch)
+}
+
+// wantAThenB reads two events from s and fails unless they are a, then b.
+func wantAThenB(t *testing.T, s *sseClient, what string) {
+	t.Helper()
+	if a, b := s.next(t), s.next(t); a.Data != "a" || b.Data != "b" {
+		t.Fatalf("%sgot %+v then %+v, want a then b", what, a, b)
 	}
 }
 
