@@ -240,6 +240,24 @@ func readThrough(t *testing.T, s *sseclient.Stream, done func([]sseclient.Event)
 	return out
 }
 
+// publishThroughFault publishes events 0 to events-1 at 100/s, event i on
+// channels[i mod len], as an application would, and brings about fault
+// (a primary killed, a slot moved) just before event 100.
+func publishThroughFault(t *testing.T, rc *redis.ClusterClient, history bool, channels []string, events int, fault func() error) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for i := range events {
+		<-tick.C
+		if i == 100 {
+			if err := fault(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clusterPublish(t, rc, history, channels[i%len(channels)], strconv.Itoa(i))
+	}
+}
+
 // TestClusterFailover: a node on a Redis Cluster; 60 streams over six
 // channels, two on each primary; an application publishes 400 events at
 // 100/s, and after the 100th one primary is killed (SIGKILL) and its
@@ -270,17 +288,7 @@ func TestClusterFailover(t *testing.T) {
 		health, stopHealth := watchHealth(n)
 
 		const events = 400
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for i := range events {
-			<-tick.C
-			if i == 100 {
-				if err := victim.Kill(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			clusterPublish(t, rc, history, channels[i%len(channels)], strconv.Itoa(i))
-		}
+		publishThroughFault(t, rc, history, channels, events, victim.Kill)
 		promoted, err := cl.WaitOwner(slot, victim, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -398,17 +406,7 @@ func TestClusterReshard(t *testing.T) {
 	rc := cl.Client()
 	defer rc.Close()
 	const events = 300
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for i := range events {
-		<-tick.C
-		if i == 100 {
-			if err := cl.Reshard(slot, to); err != nil {
-				t.Fatal(err)
-			}
-		}
-		clusterPublish(t, rc, true, ch, strconv.Itoa(i))
-	}
+	publishThroughFault(t, rc, true, []string{ch}, events, func() error { return cl.Reshard(slot, to) })
 	want := streamEntries(t, rc, ch)
 	if len(want) != events {
 		t.Fatalf("the stream holds %d of %d events", len(want), events)
