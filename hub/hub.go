@@ -177,12 +177,12 @@ type Subscription struct {
 	// The live queue grows with what is pending instead of being
 	// allocated at its full size, so an idle subscriber costs almost
 	// nothing; limit frames pending cut the subscriber off.
-	mu    sync.Mutex
-	queue []*Frame
-	limit int
-	wake  chan struct{} // holds a token while frames are pending
+	mu     sync.Mutex
+	queue  []*Frame
+	limit  int
+	wake   chan struct{} // made by Wake; holds a token while frames are pending
+	notify func()        // set by Notify, called instead of a channel
 
-	done    chan struct{}
 	dropped atomic.Bool
 	reason  atomic.Value
 	once    sync.Once
@@ -199,8 +199,49 @@ type Subscription struct {
 	order  uint64
 }
 
-// Wake has a value when frames are pending; then call Take.
-func (s *Subscription) Wake() <-chan struct{} { return s.wake }
+// KeptFrames is the most frames a queue keeps room for between wakes, and
+// a writer's scratch for Take: room for a burst, kept for the life of an
+// idle stream, was a few hundred bytes of each of 50,000.
+const KeptFrames = 8
+
+// Wake has a value when frames are pending or the hub ended the
+// subscription; then call Reason and Take. The channel is made on the
+// first call: a reader that calls Notify instead holds none.
+func (s *Subscription) Wake() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wake == nil {
+		s.wake = make(chan struct{}, 1)
+		if len(s.queue) > 0 || s.dropped.Load() {
+			s.wake <- struct{}{}
+		}
+	}
+	return s.wake
+}
+
+// Notify has f called whenever frames are queued or the hub ends the
+// subscription, on the goroutine that did it, instead of a token on Wake:
+// f must not block. What happened before Notify is not told: call Take
+// and Reason after it.
+func (s *Subscription) Notify(f func()) {
+	s.mu.Lock()
+	s.notify = f
+	s.mu.Unlock()
+}
+
+// signal tells the reader, through Notify's func or Wake's channel.
+func signal(f func(), wake chan struct{}) {
+	if f != nil {
+		f()
+		return
+	}
+	if wake != nil {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}
 
 // Take appends the pending frames to dst, oldest first, and empties the
 // queue.
@@ -209,7 +250,7 @@ func (s *Subscription) Take(dst []*Frame) []*Frame {
 	defer s.mu.Unlock()
 	dst = append(dst, s.queue...)
 	clear(s.queue)
-	if cap(s.queue) > 64 {
+	if cap(s.queue) > KeptFrames {
 		s.queue = nil // a burst's queue is not kept for an idle stream
 	} else {
 		s.queue = s.queue[:0]
@@ -233,16 +274,11 @@ func (s *Subscription) offer(frames []*Frame) bool {
 		return false
 	}
 	s.queue = append(s.queue, frames...)
+	f, wake := s.notify, s.wake
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	signal(f, wake)
 	return true
 }
-
-// Done is closed when the hub ended the subscription (see Reason).
-func (s *Subscription) Done() <-chan struct{} { return s.done }
 
 // Reason says why the hub ended the subscription.
 func (s *Subscription) Reason() string {
@@ -250,17 +286,16 @@ func (s *Subscription) Reason() string {
 	return r
 }
 
-// drop ends the subscription: Done closes, and Wake fires, so that a
-// writer waiting on Wake alone learns of it from Reason.
+// drop ends the subscription: the reader is told as of frames (Notify or
+// Wake), and learns of the end from Reason.
 func (s *Subscription) drop(reason string) {
 	s.once.Do(func() {
 		s.reason.Store(reason)
+		s.mu.Lock()
 		s.dropped.Store(true)
-		close(s.done)
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
+		f, wake := s.notify, s.wake
+		s.mu.Unlock()
+		signal(f, wake)
 	})
 }
 
@@ -271,7 +306,7 @@ func (h *Hub) Subscribe(channels []string, lastEventID string, buffer int) (*Sub
 	if buffer < 1 {
 		buffer = 1
 	}
-	s := &Subscription{hub: h, channels: channels, limit: buffer, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &Subscription{hub: h, channels: channels, limit: buffer}
 	readies := make([]<-chan struct{}, 0, len(channels))
 
 	h.mu.Lock()
