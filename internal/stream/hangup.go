@@ -5,7 +5,7 @@ import (
 	"syscall"
 )
 
-// watchHangup closes gone when the client of a taken-over connection
+// watchHangup calls gone, once, when the client of a taken-over connection
 // closes its side or the connection fails, and returns a func that stops
 // watching; call it before closing conn. Clients send nothing on an event
 // stream, so there is nothing to read, only an end to notice.
@@ -14,7 +14,7 @@ import (
 // socket through an epoll set of its own; elsewhere, or for a connection
 // without a file descriptor, a goroutine per stream blocks in a one-byte
 // Read. That goroutine and its stack were a third of an idle stream's cost.
-func watchHangup(conn net.Conn, gone chan struct{}) (stop func()) {
+func watchHangup(conn net.Conn, gone func()) (stop func()) {
 	if raw := socketOf(conn); raw != nil {
 		if stop, ok := hangups.watch(raw, gone); ok {
 			return stop
@@ -26,11 +26,11 @@ func watchHangup(conn net.Conn, gone chan struct{}) (stop func()) {
 
 // readUntilClosed is the portable watcher: a read only ever returns at the
 // end.
-func readUntilClosed(conn net.Conn, gone chan<- struct{}) {
+func readUntilClosed(conn net.Conn, gone func()) {
 	var b [1]byte
 	for {
 		if _, err := conn.Read(b[:]); err != nil {
-			close(gone)
+			gone()
 			return
 		}
 	}

@@ -25,7 +25,7 @@ type hangupSet struct {
 
 	mu   sync.Mutex
 	next uint64
-	gone map[uint64]chan struct{}
+	gone map[uint64]func()
 }
 
 var hangups hangupSet
@@ -33,14 +33,14 @@ var hangups hangupSet
 func (h *hangupSet) start() {
 	h.epfd, h.err = syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if h.err == nil {
-		h.gone = make(map[uint64]chan struct{})
+		h.gone = make(map[uint64]func())
 		go h.run()
 	}
 }
 
-// watch registers the socket under raw; gone closes when its peer hangs
-// up. It reports false when the socket cannot be watched this way.
-func (h *hangupSet) watch(raw syscall.RawConn, gone chan struct{}) (func(), bool) {
+// watch registers the socket under raw; gone is called when its peer
+// hangs up. It reports false when the socket cannot be watched this way.
+func (h *hangupSet) watch(raw syscall.RawConn, gone func()) (func(), bool) {
 	h.once.Do(h.start)
 	if h.err != nil {
 		return nil, false
@@ -90,7 +90,7 @@ func (h *hangupSet) run() {
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 			if gone, ok := h.gone[id]; ok {
 				delete(h.gone, id)
-				close(gone)
+				gone() // a kick: it does not block
 			}
 		}
 		h.mu.Unlock()

@@ -10,4 +10,4 @@ type hangupSet struct{}
 
 var hangups hangupSet
 
-func (hangupSet) watch(syscall.RawConn, chan struct{}) (func(), bool) { return nil, false }
+func (hangupSet) watch(syscall.RawConn, func()) (func(), bool) { return nil, false }

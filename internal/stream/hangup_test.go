@@ -35,6 +35,9 @@ func closedWithin(gone <-chan struct{}, d time.Duration) bool {
 	}
 }
 
+// closer is a hang-up's func that closes ch.
+func closer(ch chan struct{}) func() { return func() { close(ch) } }
+
 // TestWatchHangup: the shared watcher (TCP, and TCP under TLS) and the
 // per-stream reader (a connection with no socket) each notice the client
 // leaving, and a stopped watch notices nothing.
@@ -44,7 +47,7 @@ func TestWatchHangup(t *testing.T) {
 		t.Fatal("no socket found under a TCP or TLS connection")
 	}
 	gone := make(chan struct{})
-	stop := watchHangup(server, gone)
+	stop := watchHangup(server, closer(gone))
 	defer stop()
 	if closedWithin(gone, 100*time.Millisecond) {
 		t.Fatal("gone before the client left")
@@ -56,7 +59,7 @@ func TestWatchHangup(t *testing.T) {
 
 	server, client = tcpPair(t)
 	gone = make(chan struct{})
-	watchHangup(server, gone)()
+	watchHangup(server, closer(gone))()
 	client.Close()
 	if closedWithin(gone, 200*time.Millisecond) {
 		t.Fatal("a stopped watch still reported")
@@ -65,7 +68,7 @@ func TestWatchHangup(t *testing.T) {
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	gone = make(chan struct{})
-	defer watchHangup(p1, gone)()
+	defer watchHangup(p1, closer(gone))()
 	p2.Close()
 	if !closedWithin(gone, 5*time.Second) {
 		t.Fatal("pipe: the client left unnoticed")

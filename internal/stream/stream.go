@@ -2,9 +2,11 @@
 // stream: the opening lines and the replay, then events as they come,
 // coalesced into one write each, heartbeats when idle, and an end when the
 // client leaves, the hub cuts it off, its token expires or its config is
-// replaced. On HTTP/1.x the connection is taken over after the headers and
-// served by a small goroutine, with one epoll set noticing clients that
-// leave. It knows nothing of Caddy.
+// replaced. A stream has no goroutine of its own: what has something for
+// it kicks it, and a short-lived goroutine writes (see writer). On
+// HTTP/1.x the connection is taken over after the headers, with one epoll
+// set noticing clients that leave; on HTTP/2 and HTTP/3 the handler's
+// goroutine waits for the end. It knows nothing of Caddy.
 package stream
 
 import (
@@ -67,9 +69,9 @@ func setHeaders(hdr http.Header) {
 }
 
 // Serve writes the headers, then the stream. An HTTP/1.x stream is taken
-// over and goes on in a goroutine of its own after Serve returns; a stream
-// whose request carries a Parking goes on in the handler that put it
-// there; other streams are served before Serve returns.
+// over and goes on after Serve returns; a stream whose request carries a
+// Parking goes on in the handler that put it there; other streams are
+// served before Serve returns.
 func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
 	hdr := w.Header()
 	setHeaders(hdr)
@@ -86,12 +88,13 @@ func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
 	// The headers go out through every wrapper; the body then goes to the
 	// server's own ResponseWriter under them (see bypass).
 	if err := http.NewResponseController(w).Flush(); err != nil {
+		st.release()
 		st.Done()
 		return
 	}
 	inner := innermost(w)
 	if r.ProtoMajor == 1 && st.takeOver(inner) {
-		return // the stream goes on in its own goroutine
+		return // the stream goes on without this goroutine
 	}
 	st.inner = inner
 	if p, ok := r.Context().Value(ParkingKey{}).(*Parking); ok {
@@ -110,18 +113,54 @@ type ParkingKey struct{}
 // whose frames and per-request state would stay with it for its life.
 type Parking struct{ Stream Parked }
 
-// Parked is a stream left in a Parking. Serve serves it until it ends or
-// done closes. (An interface, not a func: a closure would be one more
-// frame on the parked stack; see writer.run.)
-type Parked interface{ Serve(done <-chan struct{}) }
+// Parked is a stream left in a Parking: Start serves it from then on
+// (its writes are not the caller's: see writer), and Wait waits for its
+// end, telling it when done closes first. Wait panics with
+// http.ErrAbortHandler when the connection should be dropped rather than
+// the response ended.
+type Parked interface {
+	Start()
+	Wait(done <-chan struct{})
+}
 
-// Serve writes the stream to inner, the server's own ResponseWriter.
+// Serve serves the stream until it ends or done closes.
 func (st *writer) Serve(done <-chan struct{}) {
+	st.Start()
+	st.Wait(done)
+}
+
+// Start serves the stream through inner, the server's own ResponseWriter,
+// its writes bounded by the watchdog.
+func (st *writer) Start() {
 	rw := bypass(st.inner, st.cfg.WriteTimeout)
 	st.wire = rw
 	writes.watch(rw)
-	defer writes.forget(rw)
-	if st.run(done) {
+	st.over = make(chan bool, 1)
+	st.begin(st.tellOver)
+}
+
+// tellOver is a response stream's ended: Wait returns.
+func (st *writer) tellOver(abort bool) {
+	writes.forget(st.wire.(*responseWire))
+	st.over <- abort
+}
+
+// Wait waits for the stream's end. The goroutine that calls it, the
+// handler's, keeps whatever is on its stack for the stream's life: Go
+// halves an idle goroutine's stack during GC only while under a quarter of
+// it (less a guard of 800 bytes) is in use, so a goroutine whose stack
+// grew to 4 KiB never shrinks to the smallest, 2 KiB. The relay's HTTP/2
+// front runs the handler chain and Start on another goroutine for that
+// reason, and this one only waits (e2e.TestRelayHTTP2ParkedStack).
+func (st *writer) Wait(done <-chan struct{}) {
+	var abort bool
+	select {
+	case abort = <-st.over:
+	case <-done:
+		st.leaveHere()
+		abort = <-st.over
+	}
+	if abort {
 		// Cut off (too slow, or the socket stalled): close the connection
 		// instead of ending the response and keeping it alive; the client
 		// resumes with Last-Event-ID.

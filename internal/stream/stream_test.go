@@ -293,7 +293,8 @@ func TestServeParked(t *testing.T) {
 				Stream{Sub: sub, Channels: []string{"a"}, Done: func() { h.Unsubscribe(sub) }})
 			parked <- p.Stream != nil
 			if p.Stream != nil {
-				p.Stream.Serve(r.Context().Done())
+				p.Stream.Start()
+				p.Stream.Wait(r.Context().Done())
 			}
 		}))
 		srv.EnableHTTP2 = http2

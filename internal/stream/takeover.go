@@ -7,7 +7,7 @@ import (
 )
 
 // takeOver hijacks an HTTP/1.x connection once the headers are out and
-// serves the stream from a goroutine of its own, so the request's
+// serves the stream without a goroutine (see writer), so the request's
 // goroutine, with the server's deep handler stack, and net/http's buffers
 // and background reader are freed: an idle stream then costs a few KiB. It
 // reports false when the connection cannot be taken over, leaving the
@@ -28,13 +28,11 @@ func (s *writer) takeOver(inner http.ResponseWriter) bool {
 		return false
 	}
 	s.wire = &connWire{conn: conn, timeout: s.cfg.WriteTimeout}
-	gone := make(chan struct{})
-	unwatch := watchHangup(conn, gone)
-	go func() {
-		s.run(gone)
+	unwatch := watchHangup(conn, s.leave)
+	s.begin(func(bool) {
 		unwatch()
 		_ = conn.Close()
-	}()
+	})
 	return true
 }
 

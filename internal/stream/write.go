@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -73,21 +74,40 @@ func (o *responseWire) abort() {
 	_ = o.rc.SetWriteDeadline(time.Unix(1, 0))
 }
 
-// writer is one stream being written.
+// writer is one stream being written. It has no goroutine of its own:
+// whatever has something for it (the hub queuing frames or ending the
+// subscription, the clock for a heartbeat, an expiry or an end, the client
+// leaving) kicks it, and a kick starts a goroutine that writes what there
+// is and exits (drain). An idle stream is then its memory only: a
+// taken-over HTTP/1.1 stream has no goroutine, and the handler goroutine
+// an HTTP/2 or HTTP/3 stream must keep waits in a frame small enough for
+// the smallest stack Go has (see Serve).
 type writer struct {
 	Stream
 	cfg     *Config
 	wire    wire
 	inner   http.ResponseWriter // the server's own, under Caddy's wrappers (HTTP/2 and HTTP/3)
 	remote  string
-	buf     []byte
+	buf     []byte       // what the next write sends; nil between writes
+	box     *[]byte      // buf's box in bufs while the stream holds it
 	frames  []*hub.Frame // scratch for Take
 	backlog [][]byte     // replayed frames not yet written, shared with the rings
+
+	kicks  atomic.Int32 // kicks not yet seen by a drain; never 0 again once ended
+	gone   atomic.Bool  // the client left
+	opened bool         // the opening is written (drain's)
+	alarm  alarm
+	group  *endGroup // its config's, for the ending
+	// ended is told once the stream has ended: a taken-over connection
+	// closes it, a handler returns (tellOver, Wait).
+	ended func(abort bool)
+	over  chan bool // a response stream's end, for Wait
 }
 
 // start puts the opening lines in buf and takes the replayed frames, for
 // writeOpening.
 func (s *writer) start() {
+	s.grab()
 	s.buf = append(s.buf, ": ok\n"...)
 	if s.cfg.Retry > 0 {
 		s.buf = append(s.buf, "retry: "...)
@@ -98,50 +118,130 @@ func (s *writer) start() {
 	s.backlog, s.Sub.Backlog = s.Sub.Backlog, nil
 }
 
-// run writes the stream until it ends, then calls Done. It reports
-// whether the connection should be dropped rather than ended cleanly.
-//
-// Its frame and loop's stay on the stack of an idle stream's goroutine
-// for the stream's life, so they are kept small (the log lines' fields
-// live in functions of their own): Go halves a goroutine's stack during
-// GC only while less than a quarter of it is in use, and a parked stack
-// under about 2 KiB then fits in 4 KiB instead of 8. With the relay
-// serving HTTP/2 it is within a few dozen bytes of that:
-// e2e.TestRelayHTTP2ParkedStack fails when it no longer fits.
-func (s *writer) run(gone <-chan struct{}) bool {
-	defer s.Done()
-	if err := s.writeOpening(); err != nil {
-		s.cfg.Observer.WriteFailed()
-		return true
-	}
-	s.cfg.Observer.Opened()
-	defer s.cfg.Observer.Closed()
-	s.logOpened()
-	reason, abort := s.loop(gone)
-	s.logClosed(reason)
-	return abort
+// begin starts serving the stream: it joins the clock and its config's
+// ending, and the hub's notices kick it; the first drain writes the
+// opening.
+func (s *writer) begin(ended func(abort bool)) {
+	s.ended = ended
+	s.alarm.init(s.cfg.Heartbeat, s.Expires, time.Now().UnixNano())
+	ends.join(s)
+	s.Sub.Notify(s.kick)
+	s.kick()
 }
 
-//go:noinline
+// kick has a drain run for the stream, unless one is running, which then
+// goes round once more.
+func (s *writer) kick() {
+	if s.kicks.Add(1) == 1 {
+		go s.drain()
+	}
+}
+
+// leave notes that the client left.
+func (s *writer) leave() {
+	s.gone.Store(true)
+	s.kick()
+}
+
+// leaveHere is leave on a goroutine that may drain the stream itself (the
+// handler's, in Wait): when a server stops, 50,000 streams' handlers each
+// starting a goroutine to end its stream crowded out the goroutines
+// closing connections, and the stop took seconds.
+func (s *writer) leaveHere() {
+	s.gone.Store(true)
+	if s.kicks.Add(1) == 1 {
+		s.drain()
+	}
+}
+
+// drain does what the kicks since the last drain asked for, until none is
+// left or the stream ends. Its kicks stay counted once the stream ended,
+// so that no later kick starts another.
+func (s *writer) drain() {
+	for {
+		n := s.kicks.Load()
+		if reason, abort, over := s.step(); over {
+			s.finish(reason, abort)
+			return
+		}
+		s.rearm()
+		if s.kicks.Add(-n) == 0 {
+			return
+		}
+	}
+}
+
+// finish ends the stream: out of the clock and its config's ending, the
+// buffer back, Done, and last the end told (after which nothing may touch
+// the response).
+func (s *writer) finish(reason string, abort bool) {
+	if s.alarm.asked != 0 {
+		alarms[s.alarm.shard].set(s, 0)
+	}
+	ends.leave(s)
+	s.release()
+	if s.opened {
+		s.cfg.Observer.Closed()
+		s.logClosed(reason)
+	}
+	s.Done()
+	s.ended(abort)
+}
+
 func (s *writer) logOpened() {
 	s.cfg.Logger.Debug("stream opened", zap.Strings("channels", s.Channels), zap.String("remote", s.remote))
 }
 
-//go:noinline
 func (s *writer) logClosed(reason string) {
 	s.cfg.Logger.Debug("stream closed", zap.Strings("channels", s.Channels), zap.String("reason", reason))
 }
 
-// flush writes buf at once.
+// bufs holds write buffers between writes: a stream takes one when it has
+// something to write and gives it back after the write, so an idle stream
+// holds none (a burst's buffer kept for the life of 50,000 idle HTTP/2
+// streams was 1.6 KiB each), and one stream's buffer serves the next.
+// Each is boxed once, so that giving it back allocates nothing.
+var bufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, 2048)
+	return &b
+}}
+
+// maxPooledBuf is the largest buffer given back to bufs; a larger one (a
+// long burst, a chunk of replay) is left to the collector.
+const maxPooledBuf = 64 << 10
+
+// grab gives the stream a buffer from bufs, unless it holds one.
+func (s *writer) grab() {
+	if s.box == nil {
+		s.box = bufs.Get().(*[]byte)
+		s.buf = (*s.box)[:0]
+	}
+}
+
+// release gives the stream's buffer back to bufs.
+func (s *writer) release() {
+	if s.box == nil {
+		s.buf = nil
+		return
+	}
+	*s.box = nil
+	if cap(s.buf) <= maxPooledBuf {
+		*s.box = s.buf[:0]
+	}
+	bufs.Put(s.box)
+	s.box, s.buf = nil, nil
+}
+
+// flush writes buf at once, and releases it: every wire's write is done
+// with the bytes when it returns.
 func (s *writer) flush() error {
 	err := s.wire.write(s.buf)
-	s.buf = s.buf[:0]
-	if cap(s.buf) > 64<<10 {
-		// Do not hold on to a burst's buffer for the life of the stream.
-		s.buf = nil
-	}
+	s.release()
 	return err
 }
+
+// heartbeat is the comment line written after a heartbeat of silence.
+var heartbeat = []byte(":\n\n")
 
 // backlogChunk is about how much replay one write carries.
 const backlogChunk = 64 << 10
@@ -152,6 +252,7 @@ const backlogChunk = 64 << 10
 // hundred resuming clients hold gigabytes.
 func (s *writer) writeOpening() error {
 	for {
+		s.grab()
 		// Size the buffer for the chunk once, rather than growing it by
 		// doubling through a quarter of a megabyte of garbage per resume.
 		n, size := 0, len(s.buf)
@@ -175,71 +276,62 @@ func (s *writer) writeOpening() error {
 	}
 }
 
-// loop writes frames as they come, coalescing everything pending into one
-// write, and heartbeats when idle. It returns why the stream ended and
-// whether the connection should be dropped rather than ended cleanly.
-//
-// It waits on four things: the subscription's wake (which also tells of
-// the hub ending it), the client leaving, the config ending, and one
-// alarm for whichever comes first of the heartbeat, the token's expiry
-// and the end after EndDelay. Every case of a select is a channel lock
-// on every wake, and every timer is memory held by an idle stream.
-func (s *writer) loop(gone <-chan struct{}) (string, bool) {
-	sub := s.Sub
-	a := newAlarm(s.cfg.Heartbeat, s.Expires)
-	defer a.stop()
-	ending := s.cfg.Ending
-	for {
-		frames, oldest := 0, time.Time{}
-		select {
-		case <-sub.Wake():
-			if r := sub.Reason(); r != "" {
-				return hubEnded(r)
-			}
-			frames, oldest = s.take()
-			if frames == 0 {
-				continue
-			}
-		case <-gone:
-			return "client gone", false
-		case <-ending:
-			d := s.cfg.EndDelay()
-			if d <= 0 {
-				return "config replaced", false
-			}
-			ending = nil
-			a.endIn(d)
-			continue
-		case now := <-a.C():
-			switch a.due(now) {
-			case alarmEnd:
-				return "config replaced", false
-			case alarmExpired:
-				return "token expired", false
-			case alarmNone:
-				continue
-			}
-			s.buf = append(s.buf, ":\n\n"...)
+// step writes what the stream has to write: the opening first, then the
+// frames pending coalesced into one write, or a heartbeat when one is due
+// and nothing else goes out. It returns whether the stream is over, why,
+// and whether the connection should be dropped rather than ended cleanly.
+func (s *writer) step() (string, bool, bool) {
+	if !s.opened {
+		if err := s.writeOpening(); err != nil {
+			s.cfg.Observer.WriteFailed()
+			return "write: " + err.Error(), true, true
 		}
-		if err := s.flush(); err != nil {
-			return s.writeFailed(err)
-		}
-		if frames > 0 {
-			s.cfg.Observer.Written(frames, oldest)
-		}
-		a.wrote()
+		s.opened = true
+		s.cfg.Observer.Opened()
+		s.logOpened()
 	}
+	if r := s.Sub.Reason(); r != "" {
+		reason, abort := hubEnded(r)
+		return reason, abort, true
+	}
+	if s.gone.Load() {
+		return "client gone", false, true
+	}
+	now := time.Now().UnixNano()
+	due := s.alarm.due(now)
+	switch due {
+	case alarmEnd:
+		return "config replaced", false, true
+	case alarmExpired:
+		return "token expired", false, true
+	}
+	frames, oldest := s.take()
+	var err error
+	switch {
+	case frames > 0:
+		err = s.flush()
+	case due == alarmHeartbeat:
+		err = s.wire.write(heartbeat) // no buffer: a wave of heartbeats allocates none
+	default:
+		return "", false, false
+	}
+	if err != nil {
+		reason, abort := s.writeFailed(err)
+		return reason, abort, true
+	}
+	if frames > 0 {
+		s.cfg.Observer.Written(frames, oldest)
+	}
+	s.alarm.wrote(now)
+	return "", false, false
 }
 
 // hubEnded is why a stream the hub ended ends, and whether to drop the
-// connection. (Out of loop, as writeFailed: see run.)
-//
-//go:noinline
+// connection.
 func hubEnded(reason string) (string, bool) {
 	return "hub: " + reason, reason == hub.DropSlow
 }
 
-//go:noinline
 func (s *writer) writeFailed(err error) (string, bool) {
 	s.cfg.Observer.WriteFailed()
 	return "write: " + err.Error(), true
@@ -254,11 +346,12 @@ func (s *writer) take() (int, time.Time) {
 		return 0, time.Time{}
 	}
 	oldest := s.frames[0].At
+	s.grab()
 	for _, f := range s.frames {
 		s.buf = s.Sub.Append(s.buf, f)
 	}
 	clear(s.frames)
-	if cap(s.frames) > 64 {
+	if cap(s.frames) > hub.KeptFrames {
 		s.frames = nil
 	}
 	return n, oldest
