@@ -68,8 +68,8 @@ func setHeaders(hdr http.Header) {
 	hdr.Del("Content-Length")
 }
 
-// Serve writes the headers, then the stream. An HTTP/1.x stream is taken
-// over and goes on after Serve returns; a stream whose request carries a
+// Serve writes the headers, then the stream. An HTTP/1.x or HTTP/3 stream
+// is taken over and goes on after Serve returns; a stream whose request carries a
 // Parking goes on in the handler that put it there; other streams are
 // served before Serve returns.
 func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
@@ -93,7 +93,7 @@ func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
 		return
 	}
 	inner := innermost(w)
-	if r.ProtoMajor == 1 && st.takeOver(inner) {
+	if r.ProtoMajor == 1 && st.takeOver(inner) || r.ProtoMajor == 3 && st.takeOverHTTP3(inner) {
 		return // the stream goes on without this goroutine
 	}
 	st.inner = inner

@@ -1,9 +1,13 @@
 package stream
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // takeOver hijacks an HTTP/1.x connection once the headers are out and
@@ -59,5 +63,49 @@ func (o *connWire) write(p []byte) error {
 		return err
 	}
 	_, err := o.conn.Write(p)
+	return err
+}
+
+// http3Streamer is HTTP/3's own ResponseWriter, which hands its stream over.
+type http3Streamer interface{ HTTPStream() *http3.Stream }
+
+// takeOverHTTP3 takes an HTTP/3 stream over once the headers are out, as
+// takeOver does an HTTP/1.x connection: quic-go leaves a stream it handed
+// over open when the handler returns, so the request's goroutine, with
+// the server's handler stack and per-request state, is freed, and the
+// relay writes DATA frames itself. The client leaving (its STOP_SENDING,
+// or the connection closing) ends the stream's context. It reports false
+// when the response is not HTTP/3's.
+func (s *writer) takeOverHTTP3(inner http.ResponseWriter) bool {
+	hs, ok := inner.(http3Streamer)
+	if !ok {
+		return false
+	}
+	str := hs.HTTPStream()
+	s.wire = &http3Wire{str: str, timeout: s.cfg.WriteTimeout}
+	stop := context.AfterFunc(str.Context(), s.leave)
+	s.begin(func(abort bool) {
+		stop()
+		if abort {
+			str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeInternalError))
+		} else {
+			_ = str.Close()
+		}
+		str.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
+	})
+	return true
+}
+
+// http3Wire writes to a taken-over HTTP/3 stream, a DATA frame a write.
+type http3Wire struct {
+	str     *http3.Stream
+	timeout time.Duration
+}
+
+func (o *http3Wire) write(p []byte) error {
+	if err := o.str.SetWriteDeadline(time.Now().Add(o.timeout)); err != nil {
+		return err
+	}
+	_, err := o.str.Write(p)
 	return err
 }
