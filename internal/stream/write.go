@@ -77,8 +77,8 @@ func (o *responseWire) abort() {
 // writer is one stream being written. It has no goroutine of its own:
 // whatever has something for it (the hub queuing frames or ending the
 // subscription, the clock for a heartbeat, an expiry or an end, the client
-// leaving) kicks it, and a kick starts a goroutine that writes what there
-// is and exits (drain). An idle stream is then its memory only: a
+// leaving) kicks it, and a kick hands it to a goroutine that writes what
+// there is (drain) and then waits a moment for another stream (work). An idle stream is then its memory only: a
 // taken-over HTTP/1.1 stream has no goroutine, and the handler goroutine
 // an HTTP/2 or HTTP/3 stream must keep waits in a frame small enough for
 // the smallest stack Go has (see Serve).
@@ -133,7 +133,39 @@ func (s *writer) begin(ended func(abort bool)) {
 // goes round once more.
 func (s *writer) kick() {
 	if s.kicks.Add(1) == 1 {
-		go s.drain()
+		select {
+		case idleWork <- s:
+		default:
+			go work(s)
+		}
+	}
+}
+
+// idleWork hands a kicked stream to a drain goroutine between drains. A
+// goroutine started for each wake began on a 2 KiB stack and grew it
+// through the write path every time; one that waits a moment for the next
+// stream keeps its stack, and the goroutines come to as many as the
+// writes in progress, not the streams.
+var idleWork = make(chan *writer)
+
+// workerLinger is how long a drain goroutine waits for another stream
+// before it exits.
+const workerLinger = time.Second
+
+// work drains s, then the streams handed to it, until none comes for
+// workerLinger.
+func work(s *writer) {
+	s.drain()
+	t := time.NewTimer(workerLinger)
+	defer t.Stop()
+	for {
+		select {
+		case s := <-idleWork:
+			s.drain()
+			t.Reset(workerLinger)
+		case <-t.C:
+			return
+		}
 	}
 }
 
