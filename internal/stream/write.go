@@ -78,15 +78,15 @@ func (o *responseWire) abort() {
 // whatever has something for it (the hub queuing frames or ending the
 // subscription, the clock for a heartbeat, an expiry or an end, the client
 // leaving) kicks it, and a kick hands it to a goroutine that writes what
-// there is (drain) and then waits a moment for another stream (work). An idle stream is then its memory only: a
-// taken-over HTTP/1.1 stream has no goroutine, and the handler goroutine
-// an HTTP/2 or HTTP/3 stream must keep waits in a frame small enough for
-// the smallest stack Go has (see Serve).
+// there is (drain) and then waits a moment for another stream (work). An
+// idle stream is then its memory only: a taken-over HTTP/1.1 or HTTP/3
+// stream has no goroutine, and the handler goroutine an HTTP/2 stream must
+// keep only waits (see Wait).
 type writer struct {
 	Stream
 	cfg     *Config
 	wire    wire
-	inner   http.ResponseWriter // the server's own, under Caddy's wrappers (HTTP/2 and HTTP/3)
+	inner   http.ResponseWriter // the server's own, under Caddy's wrappers (HTTP/2)
 	remote  string
 	buf     []byte       // what the next write sends; nil between writes
 	box     *[]byte      // buf's box in bufs while the stream holds it
