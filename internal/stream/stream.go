@@ -3,10 +3,11 @@
 // coalesced into one write each, heartbeats when idle, and an end when the
 // client leaves, the hub cuts it off, its token expires or its config is
 // replaced. A stream has no goroutine of its own: what has something for
-// it kicks it, and a short-lived goroutine writes (see writer). On
+// it kicks it, and a goroutine of a shared few writes (see writer). On
 // HTTP/1.x the connection is taken over after the headers, with one epoll
-// set noticing clients that leave; on HTTP/2 and HTTP/3 the handler's
-// goroutine waits for the end. It knows nothing of Caddy.
+// set noticing clients that leave, and on HTTP/3 the QUIC stream; on
+// HTTP/2 the handler's goroutine waits for the end. It knows nothing of
+// Caddy.
 package stream
 
 import (
