@@ -2,7 +2,6 @@ package stream
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"time"
 
@@ -31,7 +30,7 @@ func (s *writer) takeOver(inner http.ResponseWriter) bool {
 	if err != nil {
 		return false
 	}
-	s.wire = &connWire{conn: conn, timeout: s.cfg.WriteTimeout}
+	s.wire = &takenWire{w: conn, timeout: s.cfg.WriteTimeout}
 	unwatch := watchHangup(conn, s.leave)
 	s.begin(func(bool) {
 		unwatch()
@@ -52,17 +51,21 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 	}
 }
 
-// connWire writes to a taken-over connection.
-type connWire struct {
-	conn    net.Conn
+// takenWire writes to a taken-over HTTP/1.x connection or HTTP/3 stream
+// (whose Write makes a DATA frame), each write under a deadline.
+type takenWire struct {
+	w interface {
+		Write(p []byte) (int, error)
+		SetWriteDeadline(t time.Time) error
+	}
 	timeout time.Duration
 }
 
-func (o *connWire) write(p []byte) error {
-	if err := o.conn.SetWriteDeadline(time.Now().Add(o.timeout)); err != nil {
+func (o *takenWire) write(p []byte) error {
+	if err := o.w.SetWriteDeadline(time.Now().Add(o.timeout)); err != nil {
 		return err
 	}
-	_, err := o.conn.Write(p)
+	_, err := o.w.Write(p)
 	return err
 }
 
@@ -82,7 +85,7 @@ func (s *writer) takeOverHTTP3(inner http.ResponseWriter) bool {
 		return false
 	}
 	str := hs.HTTPStream()
-	s.wire = &http3Wire{str: str, timeout: s.cfg.WriteTimeout}
+	s.wire = &takenWire{w: str, timeout: s.cfg.WriteTimeout}
 	stop := context.AfterFunc(str.Context(), s.leave)
 	s.begin(func(abort bool) {
 		stop()
@@ -94,18 +97,4 @@ func (s *writer) takeOverHTTP3(inner http.ResponseWriter) bool {
 		str.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
 	})
 	return true
-}
-
-// http3Wire writes to a taken-over HTTP/3 stream, a DATA frame a write.
-type http3Wire struct {
-	str     *http3.Stream
-	timeout time.Duration
-}
-
-func (o *http3Wire) write(p []byte) error {
-	if err := o.str.SetWriteDeadline(time.Now().Add(o.timeout)); err != nil {
-		return err
-	}
-	_, err := o.str.Write(p)
-	return err
 }
