@@ -102,6 +102,26 @@ func (e *endings) wait(cfg *Config, g *endGroup) {
 
 // endIn ends s d from now (at once when d is not positive).
 func (s *writer) endIn(d time.Duration) {
-	s.alarm.end.Store(time.Now().Add(max(d, 0)).UnixNano())
+	s.setEnd(d)
 	s.kick()
+}
+
+// endHere is endIn on a goroutine that may drain the stream itself (the
+// handler's, in Wait).
+func (s *writer) endHere() {
+	s.setEnd(s.cfg.EndDelay())
+	if s.kicks.Add(1) == 1 {
+		s.drain()
+	}
+}
+
+// setEnd sets s's end d from now, unless an earlier one is set.
+func (s *writer) setEnd(d time.Duration) {
+	at := time.Now().Add(max(d, 0)).UnixNano()
+	for {
+		old := s.alarm.end.Load()
+		if old != 0 && old <= at || s.alarm.end.CompareAndSwap(old, at) {
+			return
+		}
+	}
 }
