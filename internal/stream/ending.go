@@ -41,7 +41,7 @@ func (e *endings) join(s *writer) {
 		case <-ch:
 			// Ended, and its group gone: end now.
 			e.mu.Unlock()
-			s.endIn(s.cfg.EndDelay())
+			s.endSoon()
 			return
 		default:
 		}
@@ -62,7 +62,7 @@ func (e *endings) join(s *writer) {
 	}
 	part.mu.Unlock()
 	if ended {
-		s.endIn(s.cfg.EndDelay())
+		s.endSoon()
 	}
 }
 
@@ -96,28 +96,28 @@ func (e *endings) wait(cfg *Config, g *endGroup) {
 		part.mu.Unlock()
 	}
 	for _, s := range live {
-		s.endIn(cfg.EndDelay())
+		s.endSoon()
 	}
 }
 
-// endIn ends s d from now (at once when d is not positive).
-func (s *writer) endIn(d time.Duration) {
-	s.setEnd(d)
+// endSoon ends s its config's EndDelay from now (at once when that is not
+// positive).
+func (s *writer) endSoon() {
+	s.setEnd()
 	s.kick()
 }
 
-// endHere is endIn on a goroutine that may drain the stream itself (the
+// endHere is endSoon on a goroutine that may drain the stream itself (the
 // handler's, in Wait).
 func (s *writer) endHere() {
-	s.setEnd(s.cfg.EndDelay())
-	if s.kicks.Add(1) == 1 {
-		s.drain()
-	}
+	s.setEnd()
+	s.drainHere()
 }
 
-// setEnd sets s's end d from now, unless an earlier one is set.
-func (s *writer) setEnd(d time.Duration) {
-	at := time.Now().Add(max(d, 0)).UnixNano()
+// setEnd sets s's end its config's EndDelay from now, unless an earlier
+// one is set.
+func (s *writer) setEnd() {
+	at := time.Now().Add(max(s.cfg.EndDelay(), 0)).UnixNano()
 	for {
 		old := s.alarm.end.Load()
 		if old != 0 && old <= at || s.alarm.end.CompareAndSwap(old, at) {

@@ -181,6 +181,11 @@ func (s *writer) leave() {
 // closing connections, and the stop took seconds.
 func (s *writer) leaveHere() {
 	s.gone.Store(true)
+	s.drainHere()
+}
+
+// drainHere is kick, draining on the calling goroutine when no drain runs.
+func (s *writer) drainHere() {
 	if s.kicks.Add(1) == 1 {
 		s.drain()
 	}
