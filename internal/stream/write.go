@@ -133,39 +133,7 @@ func (s *writer) begin(ended func(abort bool)) {
 // goes round once more.
 func (s *writer) kick() {
 	if s.kicks.Add(1) == 1 {
-		select {
-		case idleWork <- s:
-		default:
-			go work(s)
-		}
-	}
-}
-
-// idleWork hands a kicked stream to a drain goroutine between drains. A
-// goroutine started for each wake began on a 2 KiB stack and grew it
-// through the write path every time; one that waits a moment for the next
-// stream keeps its stack, and the goroutines come to as many as the
-// writes in progress, not the streams.
-var idleWork = make(chan *writer)
-
-// workerLinger is how long a drain goroutine waits for another stream
-// before it exits.
-const workerLinger = time.Second
-
-// work drains s, then the streams handed to it, until none comes for
-// workerLinger.
-func work(s *writer) {
-	s.drain()
-	t := time.NewTimer(workerLinger)
-	defer t.Stop()
-	for {
-		select {
-		case s := <-idleWork:
-			s.drain()
-			t.Reset(workerLinger)
-		case <-t.C:
-			return
-		}
+		hand(s)
 	}
 }
 
