@@ -2,6 +2,7 @@ package stream
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,7 +29,8 @@ const drainerLinger = time.Second
 var drainers struct {
 	mu     sync.Mutex
 	idle   []*drainer
-	reaper *time.Timer // armed while idle is not empty
+	reaper *time.Timer  // armed while idle is not empty
+	live   atomic.Int64 // drainers running, idle or not
 }
 
 // hand gives a kicked stream to an idle drainer, or to a new one.
@@ -43,11 +45,13 @@ func hand(s *writer) {
 		return
 	}
 	drainers.mu.Unlock()
+	drainers.live.Add(1)
 	go (&drainer{next: make(chan *writer, 1)}).run(s)
 }
 
 // run drains s, then each stream handed to it, until the reaper ends it.
 func (d *drainer) run(s *writer) {
+	defer drainers.live.Add(-1)
 	for s != nil {
 		s.drain()
 		s = d.wait()

@@ -78,7 +78,8 @@ func (o *responseWire) abort() {
 // whatever has something for it (the hub queuing frames or ending the
 // subscription, the clock for a heartbeat, an expiry or an end, the client
 // leaving) kicks it, and a kick hands it to a goroutine that writes what
-// there is (drain) and then waits a moment for another stream (work). An
+// there is (drain) and then waits a moment for another stream (a drainer,
+// drainers.go). An
 // idle stream is then its memory only: a taken-over HTTP/1.1 or HTTP/3
 // stream has no goroutine, and the handler goroutine an HTTP/2 stream must
 // keep only waits (see Wait).
