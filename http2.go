@@ -3,11 +3,9 @@ package sserelay
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"log"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -177,7 +175,12 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fc := r.Context().Value(frontConnKey{}).(*frontConn)
 	fc.inFlight.Add(1)
 	defer fc.inFlight.Add(-1)
-	parked, panicked := f.runApart(w, r, fc)
+	var parked stream.Parked
+	panicked := runApart(func() {
+		if parked = f.runChain(w, r, fc); parked != nil {
+			parked.Start()
+		}
+	})
 	if panicked != nil {
 		panic(panicked) // to x/net, which resets the stream and logs
 	}
@@ -187,38 +190,6 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fc.streams.Add(1)
 	defer fc.streams.Add(-1)
 	parked.Wait(r.Context().Done())
-}
-
-// runApart runs the chain, and starts the stream it parked, on another
-// goroutine, and returns the stream, or what the chain panicked with: an
-// http.ErrAbortHandler as it is, anything else with the stack it
-// panicked on, for x/net's log.
-func (f *front) runApart(w http.ResponseWriter, r *http.Request, fc *frontConn) (parked stream.Parked, panicked any) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer func() {
-			if p := recover(); p != nil {
-				panicked = chainPanic(p)
-			}
-		}()
-		if parked = f.runChain(w, r, fc); parked != nil {
-			parked.Start()
-		}
-	}()
-	<-done
-	return parked, panicked
-}
-
-// chainPanic is what the chain panicked with, to panic with again on the
-// request's goroutine: http.ErrAbortHandler as it is (x/net resets the
-// stream without a word), anything else with the stack it came from.
-func chainPanic(p any) any {
-	if p == http.ErrAbortHandler {
-		return p
-	}
-	buf := make([]byte, 64<<10)
-	return fmt.Errorf("%v\n%s", p, buf[:runtime.Stack(buf, false)])
 }
 
 // runChain runs Caddy's handler with a Parking in the request's context,

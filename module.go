@@ -379,7 +379,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		return h.serveSubscribe(w, r)
+		return h.serveStream(w, r)
 	case http.MethodPost:
 		if !h.publishing() {
 			w.Header().Set("Allow", h.allowed())

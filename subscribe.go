@@ -1,6 +1,7 @@
 package sserelay
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -13,6 +14,34 @@ import (
 	"github.com/sse-relay/caddy-sse-relay/hub"
 	"github.com/sse-relay/caddy-sse-relay/internal/stream"
 )
+
+// serveStream serves a GET or HEAD. Over HTTP/2, with Caddy serving the
+// connection, the subscribe runs on a goroutine apart (runApart), and the
+// request's goroutine, which HTTP/2 keeps for the stream's life, then only
+// waits for the stream's end: its stack holds Caddy's chain down to this
+// handler, not what the subscribe grew it to. HTTP/1.x and HTTP/3 streams
+// are taken over and leave their goroutine, and the relay's own HTTP/2
+// front (a Parking in the context) runs the whole chain apart already.
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
+	if r.ProtoMajor != 2 || r.Context().Value(stream.ParkingKey{}) != nil {
+		return h.serveSubscribe(w, r)
+	}
+	p := new(stream.Parking)
+	var err error
+	panicked := runApart(func() {
+		err = h.serveSubscribe(w, r.WithContext(context.WithValue(r.Context(), stream.ParkingKey{}, p)))
+		if p.Stream != nil {
+			p.Stream.Start()
+		}
+	})
+	if panicked != nil {
+		panic(panicked)
+	}
+	if p.Stream != nil {
+		p.Stream.Wait(r.Context().Done())
+	}
+	return err
+}
 
 // serveSubscribe is the GET (and HEAD) path: channels, authorization and
 // limits, then a hub subscription, then the stream (internal/stream)
