@@ -39,5 +39,9 @@ func stackedPanic(p any) any {
 		return p
 	}
 	buf := make([]byte, 64<<10)
-	return fmt.Errorf("%v\n%s", p, buf[:runtime.Stack(buf, false)])
+	stack := buf[:runtime.Stack(buf, false)]
+	if err, ok := p.(error); ok {
+		return fmt.Errorf("%w\n%s", err, stack)
+	}
+	return fmt.Errorf("%v\n%s", p, stack)
 }

@@ -1,6 +1,7 @@
 package sserelay
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -17,6 +18,10 @@ func TestRunApartPanics(t *testing.T) {
 	}
 	if p := runApart(func() { panic(http.ErrAbortHandler) }); p != http.ErrAbortHandler {
 		t.Fatalf("an aborted run: panicked %v, want http.ErrAbortHandler", p)
+	}
+	errBroken := errors.New("broken")
+	if p, ok := runApart(func() { panic(errBroken) }).(error); !ok || !errors.Is(p, errBroken) {
+		t.Fatalf("a run that panics with an error: %v, want it wrapped", p)
 	}
 	p := runApart(func() { panic("broken " + fmt.Sprint(7)) })
 	err, ok := p.(error)

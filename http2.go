@@ -199,13 +199,9 @@ func (f *front) runChain(w http.ResponseWriter, r *http.Request, fc *frontConn) 
 	returned := false
 	defer func() {
 		// Something in the chain panicked after the relay's handler
-		// parked a stream: end it, so that its slot and subscription are
-		// given back, and let the panic go on.
-		if !returned && p.Stream != nil {
-			gone := make(chan struct{})
-			close(gone)
-			p.Stream.Start()
-			p.Stream.Wait(gone)
+		// parked a stream: end it, and let the panic go on.
+		if !returned {
+			p.Abandon()
 		}
 	}()
 	f.srv.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stream.ParkingKey{}, p)))

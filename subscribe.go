@@ -15,21 +15,28 @@ import (
 	"github.com/sse-relay/caddy-sse-relay/internal/stream"
 )
 
-// serveStream serves a GET or HEAD. Over HTTP/2, with Caddy serving the
-// connection, the subscribe runs on a goroutine apart (runApart), and the
+// serveStream serves a GET or HEAD. A GET over HTTP/2, with Caddy serving
+// the connection, runs the subscribe on a goroutine apart (runApart), and the
 // request's goroutine, which HTTP/2 keeps for the stream's life, then only
 // waits for the stream's end: its stack holds Caddy's chain down to this
 // handler, not what the subscribe grew it to. HTTP/1.x and HTTP/3 streams
 // are taken over and leave their goroutine, and the relay's own HTTP/2
 // front (a Parking in the context) runs the whole chain apart already.
 func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
-	if r.ProtoMajor != 2 || r.Context().Value(stream.ParkingKey{}) != nil {
+	if r.Method == http.MethodHead || r.ProtoMajor != 2 || r.Context().Value(stream.ParkingKey{}) != nil {
 		return h.serveSubscribe(w, r)
 	}
 	p := new(stream.Parking)
 	var err error
 	panicked := runApart(func() {
+		returned := false
+		defer func() {
+			if !returned {
+				p.Abandon()
+			}
+		}()
 		err = h.serveSubscribe(w, r.WithContext(context.WithValue(r.Context(), stream.ParkingKey{}, p)))
+		returned = true
 		if p.Stream != nil {
 			p.Stream.Start()
 		}

@@ -114,6 +114,19 @@ type ParkingKey struct{}
 // whose frames and per-request state would stay with it for its life.
 type Parking struct{ Stream Parked }
 
+// Abandon ends the stream left in p, if any, that no handler will serve
+// (something panicked after Serve parked it), so that its subscription
+// and slot are given back.
+func (p *Parking) Abandon() {
+	if p.Stream == nil {
+		return
+	}
+	gone := make(chan struct{})
+	close(gone)
+	p.Stream.Start()
+	p.Stream.Wait(gone)
+}
+
 // Parked is a stream left in a Parking: Start serves it from then on
 // (its writes are not the caller's: see writer), and Wait waits for its
 // end, telling it when done closes first. Wait panics with
@@ -152,7 +165,9 @@ func (st *writer) tellOver(abort bool) {
 // it (less a guard of 800 bytes) is in use, so a goroutine whose stack
 // grew to 4 KiB never shrinks to the smallest, 2 KiB. The relay's HTTP/2
 // front runs the handler chain and Start on another goroutine for that
-// reason, and this one only waits (e2e.TestRelayHTTP2ParkedStack).
+// reason, and with Caddy serving HTTP/2 the relay's handler runs the
+// subscribe and Start apart; the request's goroutine only waits
+// (e2e.TestRelayHTTP2ParkedStack).
 //
 // It also ends the stream itself when the client leaves or the config
 // ends, draining on this goroutine rather than starting one: when a server
