@@ -14,9 +14,9 @@ import (
 // An event stream's HTTP/2 request keeps its goroutine for the stream's
 // life, and with it the stack that goroutine grew: Go halves an idle
 // stack during GC only while under a quarter of it is in use, so a stack
-// that grew to 16 KiB through the subscribe (tokens, the broker, the
-// event log) stays near that. The work that grows it runs apart, and the
-// request's goroutine only waits for the stream's end.
+// that grew to 16 KiB through the subscribe stays near that
+// (e2e.TestRelayHTTP2ParkedStack). The work that grows it runs apart, and
+// the request's goroutine only waits for the stream's end.
 func runApart(run func()) (panicked any) {
 	done := make(chan struct{})
 	go func() {

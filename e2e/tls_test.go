@@ -219,7 +219,7 @@ func TestRelayHTTP2Stop(t *testing.T) {
 // guard): a frame or call too many on that goroutine and this test fails.
 // With Caddy serving HTTP/2 the goroutine holds Caddy's chain down to the
 // relay's handler, 8 KiB; the subscribe runs apart, else it would keep the
-// 16 KiB that tokens, the broker and the event log grew it to.
+// 16 KiB the subscribe grew it to.
 func TestRelayHTTP2ParkedStack(t *testing.T) {
 	for _, c := range []struct {
 		name, global string
