@@ -1,10 +1,41 @@
 package sserelay
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"runtime"
+
+	"github.com/sse-relay/caddy-sse-relay/internal/stream"
 )
+
+// parkApart runs serve on a goroutine apart (runApart) with a Parking in
+// the request's context, starts the event stream that serve left parked
+// there, if any, and returns it for the caller to Wait on: the caller's
+// goroutine, which HTTP/2 keeps for the stream's life, has then run none of
+// serve. A panic in serve after it parked a stream ends the stream and
+// goes on, to the caller.
+func parkApart(r *http.Request, serve func(*http.Request)) stream.Parked {
+	p := new(stream.Parking)
+	pr := r.WithContext(context.WithValue(r.Context(), stream.ParkingKey{}, p))
+	panicked := runApart(func() {
+		returned := false
+		defer func() {
+			if !returned {
+				p.Abandon()
+			}
+		}()
+		serve(pr)
+		returned = true
+		if p.Stream != nil {
+			p.Stream.Start()
+		}
+	})
+	if panicked != nil {
+		panic(panicked)
+	}
+	return p.Stream
+}
 
 // runApart runs run on another goroutine and waits for it, and returns
 // what it panicked with, if anything: http.ErrAbortHandler as it is (the

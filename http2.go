@@ -14,8 +14,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"golang.org/x/net/http2"
-
-	"github.com/sse-relay/caddy-sse-relay/internal/stream"
 )
 
 // front serves one listener's HTTP/2 connections for a Caddy server, with
@@ -165,7 +163,7 @@ func (f *front) forgetIfDone() {
 }
 
 // ServeHTTP runs Caddy's handler chain for one request on a goroutine of
-// its own (runApart), then, if the request is an event stream that Serve
+// its own (parkApart), then, if the request is an event stream that Serve
 // left in the Parking, waits for the stream's end: here, with the chain's
 // frames off the stack and its state free. This goroutine, x/net's for the
 // request, stays on the smallest stack Go has, 2 KiB, for the stream's
@@ -175,41 +173,16 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fc := r.Context().Value(frontConnKey{}).(*frontConn)
 	fc.inFlight.Add(1)
 	defer fc.inFlight.Add(-1)
-	var parked stream.Parked
-	panicked := runApart(func() {
-		if parked = f.runChain(w, r, fc); parked != nil {
-			parked.Start()
-		}
-	})
-	if panicked != nil {
-		panic(panicked) // to x/net, which resets the stream and logs
-	}
+	// A panic in the chain goes on to x/net, which resets the stream and
+	// logs it.
+	parked := parkApart(r, func(pr *http.Request) { f.srv.ServeHTTP(w, pr) })
 	if parked == nil {
+		fc.lastDone.Store(time.Now().UnixNano())
 		return
 	}
 	fc.streams.Add(1)
 	defer fc.streams.Add(-1)
 	parked.Wait(r.Context().Done())
-}
-
-// runChain runs Caddy's handler with a Parking in the request's context,
-// and returns the stream left there, if any.
-func (f *front) runChain(w http.ResponseWriter, r *http.Request, fc *frontConn) stream.Parked {
-	p := new(stream.Parking)
-	returned := false
-	defer func() {
-		// Something in the chain panicked after the relay's handler
-		// parked a stream: end it, and let the panic go on.
-		if !returned {
-			p.Abandon()
-		}
-	}()
-	f.srv.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stream.ParkingKey{}, p)))
-	returned = true
-	if p.Stream == nil {
-		fc.lastDone.Store(time.Now().UnixNano())
-	}
-	return p.Stream
 }
 
 // shutdown shuts f down as Caddy's server does: GOAWAY on every

@@ -1,7 +1,6 @@
 package sserelay
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -16,7 +15,7 @@ import (
 )
 
 // serveStream serves a GET or HEAD. A GET over HTTP/2, with Caddy serving
-// the connection, runs the subscribe on a goroutine apart (runApart), and the
+// the connection, runs the subscribe on a goroutine apart (parkApart), and the
 // request's goroutine, which HTTP/2 keeps for the stream's life, then only
 // waits for the stream's end: its stack holds Caddy's chain down to this
 // handler, not what the subscribe grew it to. HTTP/1.x and HTTP/3 streams
@@ -26,26 +25,9 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 	if r.Method == http.MethodHead || r.ProtoMajor != 2 || r.Context().Value(stream.ParkingKey{}) != nil {
 		return h.serveSubscribe(w, r)
 	}
-	p := new(stream.Parking)
 	var err error
-	panicked := runApart(func() {
-		returned := false
-		defer func() {
-			if !returned {
-				p.Abandon()
-			}
-		}()
-		err = h.serveSubscribe(w, r.WithContext(context.WithValue(r.Context(), stream.ParkingKey{}, p)))
-		returned = true
-		if p.Stream != nil {
-			p.Stream.Start()
-		}
-	})
-	if panicked != nil {
-		panic(panicked)
-	}
-	if p.Stream != nil {
-		p.Stream.Wait(r.Context().Done())
+	if parked := parkApart(r, func(pr *http.Request) { err = h.serveSubscribe(w, pr) }); parked != nil {
+		parked.Wait(r.Context().Done())
 	}
 	return err
 }

@@ -108,10 +108,11 @@ func (c *Config) Serve(w http.ResponseWriter, r *http.Request, s Stream) {
 // ParkingKey holds a *Parking in a request's context.
 type ParkingKey struct{}
 
-// Parking is left in a request's context by a handler that calls the
-// handler chain and can serve a stream once the chain has returned: Serve
-// then leaves the stream in it instead of serving it inside the chain,
-// whose frames and per-request state would stay with it for its life.
+// Parking is left in a request's context by a caller that runs the
+// handler chain, or the subscribe, on a goroutine apart and can serve a
+// stream once that has returned: Serve then leaves the stream in it
+// instead of serving it there, where the frames and per-request state
+// would stay with it for its life.
 type Parking struct{ Stream Parked }
 
 // Abandon ends the stream left in p, if any, that no handler will serve
